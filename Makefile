@@ -1,0 +1,66 @@
+# The project's interface. `make test` and `make up` do every set-up step on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export GEOINGEST_CACHE ?= $(HOME)/.cache/geoingest
+export PYTHONDONTWRITEBYTECODE := 1
+PYTEST_ARGS ?=
+
+.PHONY: help deps system-deps venv kafka consul test test-fast test-slow test-faults \
+        bench-edge bench-mirror bench-central bench-stack up demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+system-deps:  ## Debian packages (prometheus, kcat, wrk, hey, chromium) when missing
+	@bash scripts/install-system-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed  ## the virtualenv with the project and its test tools
+
+kafka: venv  ## fetch Apache Kafka's jars from Maven Central into $(GEOINGEST_CACHE)
+	$(BIN)/geo-kafka fetch >/dev/null
+
+consul: ## a consul binary: on PATH, cached, or built from the Go module proxy (1.16 line)
+	@bash harness/consul_build/build.sh >/dev/null
+
+deps: system-deps venv kafka consul
+
+test: deps  ## the whole suite, slow fault and load tests included (what CI runs)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: deps  ## everything but the slow fault and load tests
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: deps  ## only the slow fault and load tests
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+test-faults: deps  ## the fault suite on the whole local stack
+	$(BIN)/pytest -m faults -s $(PYTEST_ARGS)
+
+bench-edge: deps  ## edge throughput and latency against Kafka's own producer rate
+	$(BIN)/python -m bench.edge
+
+bench-mirror: deps  ## mirror throughput and latency against MirrorMaker 2
+	$(BIN)/python -m bench.mirror
+
+bench-central: deps  ## loader rate into chdb and dashboard query latency at 10M rows
+	$(BIN)/python -m bench.central
+
+bench-stack: deps  ## the whole stack under load and a soak
+	$(BIN)/python -m bench.stack
+
+up: deps  ## the local geo stack: 3 Kafka clusters, Consul, 4 edges, mirror, central, geo router
+	$(BIN)/python -m geostack.up
+
+demo: deps  ## the local stack, simulated clients, a regional failover, a JSON summary
+	$(BIN)/python -m geostack.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

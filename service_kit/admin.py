@@ -1,0 +1,51 @@
+"""The admin listener of a background service: ``/metrics`` (Prometheus) and ``/status`` (health).
+
+Health is a callable returning ``(healthy, details)``; ``/status`` answers 200 or 503 with the
+details as JSON, so that Consul, load balancers and operators read the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import orjson
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def admin_app(health: HealthCheck, registry: CollectorRegistry = REGISTRY) -> Starlette:
+    """A Starlette app serving ``/metrics`` and ``/status``."""
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def status(_: Request) -> Response:
+        ok, details = health()
+        body = {"status": "ok" if ok else "unavailable", **details}
+        return Response(orjson.dumps(body, default=str), status_code=200 if ok else 503,
+                        media_type="application/json")
+
+    return Starlette(routes=[Route("/metrics", metrics), Route("/status", status),
+                             Route("/healthz", status)])
+
+
+async def serve_admin(host: str, port: int, health: HealthCheck,
+                      registry: CollectorRegistry = REGISTRY) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Serve the admin app in the running loop; returns the server (``should_exit``) and its task."""
+    config = uvicorn.Config(admin_app(health, registry), host=host, port=port, log_config=None,
+                            access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    return server, task

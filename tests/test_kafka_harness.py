@@ -1,0 +1,89 @@
+"""The Kafka harness: clusters start, accept produces, restart with their data, and leave no JVM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from harness.kafka import KAFKA_VERSION, KafkaCluster
+
+
+async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value)
+    finally:
+        await producer.stop()
+
+
+async def _consume(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend(r.value for r in records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def test_two_clusters_are_independent(kafka_factory, unique_topic) -> None:
+    a, b = kafka_factory(2)
+    assert a.bootstrap != b.bootstrap
+    asyncio.run(_produce(a.bootstrap, unique_topic, [b"only-in-a"]))
+    assert asyncio.run(_consume(a.bootstrap, unique_topic, 1)) == [b"only-in-a"]
+
+    async def topics(bootstrap: str) -> set[str]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            return await consumer.topics()
+        finally:
+            await consumer.stop()
+
+    assert unique_topic not in asyncio.run(topics(b.bootstrap))
+
+
+def test_restart_keeps_data_and_ports(kafka_factory, unique_topic) -> None:
+    (cluster,) = kafka_factory(1)
+    port = cluster.port
+    asyncio.run(_produce(cluster.bootstrap, unique_topic, [b"1", b"2"]))
+    pid = cluster.pid
+    cluster.kill()
+    assert pid is not None and not _alive(pid)
+    cluster.start()
+    assert cluster.port == port
+    asyncio.run(_produce(cluster.bootstrap, unique_topic, [b"3"]))
+    assert sorted(asyncio.run(_consume(cluster.bootstrap, unique_topic, 3))) == [b"1", b"2", b"3"]
+
+
+def test_stop_leaves_no_process(kafka_factory) -> None:
+    (cluster,) = kafka_factory(1)
+    pid = cluster.pid
+    cluster.stop()
+    assert pid is not None and not _alive(pid)
+    assert not cluster.running
+    assert "kafka" in (cluster.workdir / "server.properties").read_text()
+    assert KAFKA_VERSION.startswith("4.")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_cluster_is_a_context_manager(tmp_path, unique_topic) -> None:
+    with KafkaCluster(tmp_path / "ctx") as cluster:
+        asyncio.run(_produce(cluster.bootstrap, unique_topic, [b"x"]))
+        pid = cluster.pid
+    assert pid is not None and not _alive(pid)
