@@ -7,6 +7,7 @@ details as JSON, so that Consul, load balancers and operators read the same thin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Callable
 
 import orjson
@@ -18,6 +19,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server run inside a service's own loop: it leaves SIGTERM/SIGINT to the service
+    (``service_kit.shutdown``) and stops when ``should_exit`` is set."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
 
 
 def admin_app(health: HealthCheck, registry: CollectorRegistry = REGISTRY) -> Starlette:
@@ -37,12 +46,11 @@ def admin_app(health: HealthCheck, registry: CollectorRegistry = REGISTRY) -> St
 
 
 async def serve_admin(host: str, port: int, health: HealthCheck,
-                      registry: CollectorRegistry = REGISTRY) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+                      registry: CollectorRegistry = REGISTRY) -> tuple[EmbeddedServer, asyncio.Task[None]]:
     """Serve the admin app in the running loop; returns the server (``should_exit``) and its task."""
     config = uvicorn.Config(admin_app(health, registry), host=host, port=port, log_config=None,
                             access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.01)
