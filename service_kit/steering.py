@@ -36,7 +36,7 @@ class SteeringPools(TypedDict):
 
 def failover_order(region: Region) -> list[str]:
     """The region names a client of ``region`` is served by, in order: itself, then its failover."""
-    return [region.name, *(name for name in region.failover if name != region.name)]
+    return list(dict.fromkeys([region.name, *region.failover]))
 
 
 def steering_pools(regions: Regions, pool_name: Callable[[str], str] = str) -> SteeringPools:
