@@ -1,0 +1,191 @@
+"""The Kafka → ClickHouse loader: batches by size and time, inserts, then commits offsets.
+
+Offsets are committed only after every insert of the batch returned; a crash in between replays
+the batch, and the ReplacingMergeTree tables (read with FINAL) hide the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from central.clickhouse import AsyncClickHouse, ClickHouseError
+from central.metrics import CentralMetrics
+from central.records import KafkaRecord, Rejected, event_row, heartbeat_row, quarantine_row
+from central.schema import Tables
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENTS_PATTERN = r"^[A-Za-z0-9_-]+\.events$"
+DEFAULT_HEARTBEATS_PATTERN = r"^[A-Za-z0-9_-]+\.heartbeats$"
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How the loader consumes and batches."""
+
+    bootstrap: str
+    group: str = "geo-central"
+    events_pattern: str = DEFAULT_EVENTS_PATTERN
+    heartbeats_pattern: str = DEFAULT_HEARTBEATS_PATTERN
+    batch_size: int = 10_000
+    batch_interval: float = 1.0
+    max_record_bytes: int = 1_048_576
+    metadata_max_age_ms: int = 5_000
+    retry_backoff_max: float = 10.0
+    crash_after_insert: int = 0  # test hook: os._exit(99) after the Nth batch's insert, before its commit
+
+
+@dataclass
+class Batch:
+    """The rows of one batch, by table, and the offsets to commit after inserting them."""
+
+    events: list[bytes] = field(default_factory=list)
+    heartbeats: list[bytes] = field(default_factory=list)
+    quarantine: list[bytes] = field(default_factory=list)
+    quarantine_reasons: list[str] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    records: int = 0
+
+
+class Loader:
+    """Consumes ``<region>.events`` and ``<region>.heartbeats`` (read_committed) into ClickHouse."""
+
+    def __init__(self, config: LoaderConfig, clickhouse: AsyncClickHouse, tables: Tables,
+                 metrics: CentralMetrics) -> None:
+        self.config = config
+        self.clickhouse = clickhouse
+        self.tables = tables
+        self.metrics = metrics
+        self._events_re = re.compile(config.events_pattern)
+        self._heartbeats_re = re.compile(config.heartbeats_pattern)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._inserted_batches = 0
+        self.state: dict[str, Any] = {"running": False, "batches": 0, "last_batch_ms": None,
+                                      "last_error": None, "insert_failing": False, "topics": []}
+
+    def classify(self, record: KafkaRecord, loaded_at: int, batch: Batch) -> None:
+        """Add ``record`` to the batch as an event, a heartbeat or a quarantined record."""
+        tp = TopicPartition(record.topic, record.partition)
+        batch.offsets[tp] = max(batch.offsets.get(tp, -1), record.offset + 1)
+        batch.records += 1
+        try:
+            if self._heartbeats_re.match(record.topic):
+                batch.heartbeats.append(orjson.dumps(heartbeat_row(record, loaded_at, self.config.max_record_bytes)))
+            else:
+                batch.events.append(orjson.dumps(event_row(record, loaded_at, self.config.max_record_bytes)))
+            return
+        except Rejected as rejected:
+            reason, detail = rejected.reason, rejected.detail
+        except Exception as exc:  # a record must never stop the loader
+            reason, detail = "decode_error", f"{type(exc).__name__}: {exc}"
+        batch.quarantine.append(orjson.dumps(quarantine_row(record, reason, detail, loaded_at)))
+        batch.quarantine_reasons.append(reason)
+
+    async def insert(self, batch: Batch) -> None:
+        """Insert the batch's rows, retrying with backoff until ClickHouse takes them."""
+        delay = 0.2
+        for table, rows in ((self.tables.events, batch.events), (self.tables.heartbeats, batch.heartbeats),
+                            (self.tables.quarantine, batch.quarantine)):
+            if not rows:
+                continue
+            data = b"\n".join(rows) + b"\n"
+            while True:
+                try:
+                    await self.clickhouse.insert(table, data)
+                    self.state["insert_failing"] = False
+                    break
+                except ClickHouseError as exc:
+                    self.metrics.insert_errors.inc()
+                    self.state.update(insert_failing=True, last_error=str(exc)[:500])
+                    log.error("insert failed, retrying", extra={"table": table, "error": str(exc)[:500]})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.config.retry_backoff_max)
+            self.metrics.rows_loaded.labels(table.rsplit(".", 1)[-1]).inc(len(rows))
+        for reason in batch.quarantine_reasons:
+            self.metrics.quarantined.labels(reason).inc()
+
+    async def flush(self, batch: Batch) -> None:
+        """Insert the batch, then commit its offsets."""
+        started = time.perf_counter()
+        await self.insert(batch)
+        self._inserted_batches += 1
+        if self.config.crash_after_insert and self._inserted_batches >= self.config.crash_after_insert:
+            log.warning("test hook: crashing after insert, before the offset commit")
+            os._exit(99)
+        assert self._consumer is not None
+        try:
+            await self._consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in batch.offsets.items()})
+        except KafkaError as exc:
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed; the batch will be replayed and deduplicated",
+                        extra={"error": repr(exc)})
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_records.observe(batch.records)
+        self.metrics.last_batch.set_to_current_time()
+        self.state["batches"] += 1
+        self.state["last_batch_ms"] = int(time.time() * 1000)
+
+    async def _update_lag(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        topics = set()
+        for tp in consumer.assignment():
+            topics.add(tp.topic)
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                end = consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 5)
+            except (asyncio.TimeoutError, KafkaError, AssertionError):
+                continue
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+        self.state["topics"] = sorted(topics)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume and load until ``stop`` is set; uncommitted work is replayed on the next start."""
+        cfg = self.config
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap, group_id=cfg.group, client_id="geo-central",
+            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+            metadata_max_age_ms=cfg.metadata_max_age_ms, max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        consumer.subscribe(pattern=f"(?:{cfg.events_pattern})|(?:{cfg.heartbeats_pattern})")
+        self._consumer = consumer
+        await consumer.start()
+        self.state["running"] = True
+        log.info("loader started", extra={"bootstrap": cfg.bootstrap, "group": cfg.group})
+        try:
+            while not stop.is_set():
+                batch = Batch()
+                deadline = time.monotonic() + cfg.batch_interval
+                while batch.records < cfg.batch_size and not stop.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    got = await consumer.getmany(timeout_ms=int(remaining * 1000) + 1,
+                                                 max_records=cfg.batch_size - batch.records)
+                    loaded_at = int(time.time() * 1000)
+                    for records in got.values():
+                        for r in records:
+                            self.classify(KafkaRecord(r.topic, r.partition, r.offset, r.timestamp,
+                                                      r.value, r.headers), loaded_at, batch)
+                if batch.records:
+                    await self.flush(batch)
+                await self._update_lag()
+        finally:
+            self.state["running"] = False
+            await consumer.stop()
+            log.info("loader stopped")
