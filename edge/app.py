@@ -1,0 +1,105 @@
+"""The edge's Starlette application: routes, CORS, lifespan (Kafka producer per worker)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import orjson
+import yaml
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from edge import lifecycle, metrics
+from edge.config import EdgeConfig
+from edge.enrich import Enricher, ProxyTrust
+from edge.handlers import BatchEvents, EdgeContext, PixelEvent, PostEvent
+from edge.sink import KafkaSink
+from edge.validation import make_checker
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+
+def load_openapi() -> dict[str, Any]:
+    """The OpenAPI description of the edge (``edge/openapi.yaml``)."""
+    return yaml.safe_load(OPENAPI_PATH.read_text())
+
+
+def create_app(config: EdgeConfig) -> Starlette:
+    """The edge app for ``config``; the lifespan starts and stops its Kafka producer."""
+    sink = KafkaSink(config)
+    life = lifecycle.Lifecycle(drain_delay=config.drain_delay)
+    lifecycle.register(life)
+    ctx = EdgeContext(
+        sink=sink, check=make_checker(config.validation, config.schema_file),
+        enricher=Enricher(config.region, config.node_id), trust=ProxyTrust(config.trusted_proxies),
+        max_body_bytes=config.max_body_bytes, max_event_bytes=config.max_event_bytes,
+        max_batch_events=config.max_batch_events, retry_after=str(config.retry_after).encode(),
+    )
+    openapi_json = orjson.dumps(load_openapi())
+    status_counters = {code: metrics.REQUESTS.labels("/status", str(code)) for code in (200, 503)}
+
+    async def status(_: Request) -> Response:
+        reasons = []
+        if life.draining:
+            reasons.append("draining")
+        if not sink.up:
+            reasons.append("kafka_unavailable")
+        ok = not reasons
+        body = {"status": "ok" if ok else "unavailable", "reasons": reasons, "region": config.region,
+                "edge": config.node_id, "draining": life.draining,
+                "kafka": {"up": sink.up, "error": sink.last_error, "pending_events": sink.pending}}
+        code = 200 if ok else 503
+        status_counters[code].inc()
+        return Response(orjson.dumps(body), status_code=code, media_type="application/json",
+                        headers={"cache-control": "no-store"})
+
+    async def openapi(_: Request) -> Response:
+        return Response(openapi_json, media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await sink.start()
+        try:
+            yield
+        finally:
+            await sink.stop()
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                from prometheus_client import multiprocess
+                multiprocess.mark_process_dead(os.getpid())
+
+    middleware = []
+    if config.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "content-encoding", "idempotency-key", "x-sent-at"],
+            expose_headers=["retry-after"], max_age=600))
+    app = Starlette(
+        routes=[
+            Route("/post", PostEvent(ctx), methods=["POST"]),
+            Route("/v1/events", BatchEvents(ctx), methods=["POST"]),
+            Route("/v1/pixel.gif", PixelEvent(ctx), methods=["GET"]),
+            Route("/status", status, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.sink = sink
+    app.state.lifecycle = life
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """uvicorn factory for worker processes: the configuration comes from ``GEO_EDGE_CONFIG_JSON``."""
+    config = EdgeConfig.from_env()
+    from service_kit.logs import configure_logging
+    configure_logging(config.log_level, service="geo-edge", region=config.region, edge=config.node_id)
+    return create_app(config)

@@ -1,0 +1,190 @@
+"""The edge's configuration: flags (each also a ``GEO_EDGE_*`` variable) parsed into ``EdgeConfig``.
+
+Worker processes receive the parsed configuration as JSON in ``GEO_EDGE_CONFIG_JSON`` (see
+``EdgeConfig.to_env``/``from_env``), so that uvicorn's multi-process supervisor can import the app
+factory by name in every worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import orjson
+
+from service_kit.config import EnvArgumentParser
+
+CONFIG_ENV = "GEO_EDGE_CONFIG_JSON"
+COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "none")
+VALIDATIONS = ("default", "permissive", "schema")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Everything one edge process needs; defaults are those of ``geo-edge --help``."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9108
+    kafka: str = "127.0.0.1:9092"
+    topic: str = "events"
+    topic_partitions: int = 6
+    topic_replication: int = 1
+    dead_letter_topic: str = ""
+    region: str = "local"
+    node_id: str = field(default_factory=socket.gethostname)
+    max_body_bytes: int = 1 << 20
+    max_event_bytes: int = 256 << 10
+    max_batch_events: int = 1000
+    max_pending_events: int = 20000
+    produce_timeout: float = 5.0
+    retry_after: int = 2
+    acks: str = "all"
+    compression: str = "lz4"
+    linger_ms: int = 5
+    batch_bytes: int = 256 << 10
+    validation: str = "default"
+    schema_file: str = ""
+    cors_origins: tuple[str, ...] = ("*",)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    tls_cert: str = ""
+    tls_key: str = ""
+    workers: int = 1
+    drain_delay: float = 0.0
+    shutdown_timeout: float = 30.0
+    kafka_check_interval: float = 2.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}")
+        if self.acks not in ("all", "1", "0"):
+            raise ValueError("acks must be all, 1 or 0")
+        if self.validation not in VALIDATIONS:
+            raise ValueError(f"validation must be one of {VALIDATIONS}")
+        if self.validation == "schema" and not self.schema_file:
+            raise ValueError("validation=schema needs --schema FILE")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        for name in ("max_body_bytes", "max_event_bytes", "max_batch_events", "max_pending_events",
+                     "workers", "topic_partitions", "topic_replication"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.produce_timeout <= 0:
+            raise ValueError("produce_timeout must be > 0")
+
+    def to_env(self) -> str:
+        """The configuration as JSON, for ``GEO_EDGE_CONFIG_JSON``."""
+        return orjson.dumps(dataclasses.asdict(self)).decode()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "EdgeConfig":
+        """The configuration a parent process put in ``GEO_EDGE_CONFIG_JSON``."""
+        raw = (environ or os.environ).get(CONFIG_ENV)
+        if not raw:
+            raise RuntimeError(f"{CONFIG_ENV} is not set: start the edge with geo-edge")
+        doc = orjson.loads(raw)
+        for key in ("cors_origins", "trusted_proxies"):
+            doc[key] = tuple(doc[key])
+        return cls(**doc)
+
+
+def _split_addr(value: str, default_host: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return default_host, int(value)
+    return (host.strip("[]") or default_host), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``geo-edge`` argument parser; every flag also reads a ``GEO_EDGE_*`` variable."""
+    d = EdgeConfig()
+    p = EnvArgumentParser(prog="geo-edge", description=(
+        "The geoingest edge: POST /post (one event, compatible with the original service), "
+        "POST /v1/events (JSON array or NDJSON batch), GET /v1/pixel.gif (image beacon), "
+        "GET /status, GET /openapi.json; Prometheus /metrics on a separate port."))
+    a = p.add_argument
+    a("--listen", env="GEO_EDGE_LISTEN", default=f"{d.host}:{d.port}", help="HTTP(S) listen address HOST:PORT")
+    a("--metrics-listen", env="GEO_EDGE_METRICS_LISTEN", default=f"{d.metrics_host}:{d.metrics_port}",
+      help="listen address of the Prometheus /metrics endpoint (aggregates all workers)")
+    a("--kafka", env="GEO_EDGE_KAFKA", default=d.kafka, help="Kafka bootstrap servers, comma separated")
+    a("--topic", env="GEO_EDGE_TOPIC", default=d.topic, help="topic for accepted events")
+    a("--topic-partitions", env="GEO_EDGE_TOPIC_PARTITIONS", type=int, default=d.topic_partitions,
+      help="partitions when the edge creates the topic")
+    a("--topic-replication", env="GEO_EDGE_TOPIC_REPLICATION", type=int, default=d.topic_replication,
+      help="replication factor when the edge creates the topic")
+    a("--dead-letter-topic", env="GEO_EDGE_DEAD_LETTER_TOPIC", default=d.dead_letter_topic,
+      help="topic for rejected batch elements with their reason (empty: none)")
+    a("--region", env="GEO_EDGE_REGION", default=d.region, help="region name (header `region`)")
+    a("--node-id", env="GEO_EDGE_NODE_ID", default=d.node_id, help="edge node id (header `edge`)")
+    a("--max-body-bytes", env="GEO_EDGE_MAX_BODY_BYTES", type=int, default=d.max_body_bytes,
+      help="largest request body after decompression (413 above)")
+    a("--max-event-bytes", env="GEO_EDGE_MAX_EVENT_BYTES", type=int, default=d.max_event_bytes,
+      help="largest single event")
+    a("--max-batch-events", env="GEO_EDGE_MAX_BATCH_EVENTS", type=int, default=d.max_batch_events,
+      help="most events in one /v1/events request (413 above)")
+    a("--max-pending-events", env="GEO_EDGE_MAX_PENDING_EVENTS", type=int, default=d.max_pending_events,
+      help="events awaiting a Kafka ack per worker; beyond it requests get 503 at once")
+    a("--produce-timeout", env="GEO_EDGE_PRODUCE_TIMEOUT", type=float, default=d.produce_timeout,
+      help="seconds to wait for the Kafka ack before answering 503")
+    a("--retry-after", env="GEO_EDGE_RETRY_AFTER", type=int, default=d.retry_after,
+      help="Retry-After seconds on 503")
+    a("--acks", env="GEO_EDGE_ACKS", default=d.acks, choices=("all", "1", "0"),
+      help="producer acks (the producer is idempotent only with acks=all)")
+    a("--compression", env="GEO_EDGE_COMPRESSION", default=d.compression, choices=COMPRESSIONS,
+      help="Kafka batch compression")
+    a("--linger-ms", env="GEO_EDGE_LINGER_MS", type=int, default=d.linger_ms, help="producer linger")
+    a("--batch-bytes", env="GEO_EDGE_BATCH_BYTES", type=int, default=d.batch_bytes,
+      help="producer batch size per partition")
+    a("--validation", env="GEO_EDGE_VALIDATION", default=None, choices=VALIDATIONS,
+      help="default: object with a non-empty string `event`, optional strings `os`, `browser`; "
+           "permissive: any JSON object; schema: --schema [default: schema if --schema, else default]")
+    a("--schema", env="GEO_EDGE_SCHEMA", default="", help="JSON Schema file for events")
+    a("--cors-origins", env="GEO_EDGE_CORS_ORIGINS", nargs="*", default=list(d.cors_origins),
+      help="allowed CORS origins (`*` for any; none to disable CORS)")
+    a("--trusted-proxies", env="GEO_EDGE_TRUSTED_PROXIES", nargs="*", default=list(d.trusted_proxies),
+      help="CIDRs whose CF-Connecting-IP / X-Forwarded-For / CF-IPCountry headers are believed")
+    a("--tls-cert", env="GEO_EDGE_TLS_CERT", default="", help="PEM certificate chain: serve HTTPS")
+    a("--tls-key", env="GEO_EDGE_TLS_KEY", default="", help="PEM private key for --tls-cert")
+    a("--workers", env="GEO_EDGE_WORKERS", type=int, default=d.workers, help="uvicorn worker processes")
+    a("--drain-delay", env="GEO_EDGE_DRAIN_DELAY", type=float, default=d.drain_delay,
+      help="seconds between SIGTERM (/status turns 503) and closing the listener")
+    a("--shutdown-timeout", env="GEO_EDGE_SHUTDOWN_TIMEOUT", type=float, default=d.shutdown_timeout,
+      help="seconds in-flight requests get to finish after the listener closed")
+    a("--kafka-check-interval", env="GEO_EDGE_KAFKA_CHECK_INTERVAL", type=float,
+      default=d.kafka_check_interval, help="seconds between Kafka connectivity probes")
+    a("--log-level", env="GEO_EDGE_LOG_LEVEL", default=d.log_level, help="log level")
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None) -> EdgeConfig:
+    """Parse flags and environment into an ``EdgeConfig`` (exits with a usage error when invalid)."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    host, port = _split_addr(ns.listen, "0.0.0.0")
+    mhost, mport = _split_addr(ns.metrics_listen, host)
+    validation = ns.validation or ("schema" if ns.schema else "default")
+    try:
+        return EdgeConfig(
+            host=host, port=port, metrics_host=mhost, metrics_port=mport, kafka=ns.kafka,
+            topic=ns.topic, topic_partitions=ns.topic_partitions, topic_replication=ns.topic_replication,
+            dead_letter_topic=ns.dead_letter_topic, region=ns.region, node_id=ns.node_id,
+            max_body_bytes=ns.max_body_bytes, max_event_bytes=ns.max_event_bytes,
+            max_batch_events=ns.max_batch_events, max_pending_events=ns.max_pending_events,
+            produce_timeout=ns.produce_timeout, retry_after=ns.retry_after, acks=ns.acks,
+            compression=ns.compression, linger_ms=ns.linger_ms, batch_bytes=ns.batch_bytes,
+            validation=validation, schema_file=ns.schema,
+            cors_origins=tuple(x for o in ns.cors_origins for x in o.split(",") if x),
+            trusted_proxies=tuple(x for o in ns.trusted_proxies for x in o.split(",") if x),
+            tls_cert=ns.tls_cert, tls_key=ns.tls_key, workers=ns.workers, drain_delay=ns.drain_delay,
+            shutdown_timeout=ns.shutdown_timeout, kafka_check_interval=ns.kafka_check_interval,
+            log_level=ns.log_level,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # unreachable

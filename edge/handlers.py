@@ -1,0 +1,295 @@
+"""The event endpoints as plain ASGI callables (the hot path avoids Request/Response objects).
+
+``POST /post`` (one event, the original service's answer), ``POST /v1/events`` (JSON array or
+NDJSON batch, one result per event) and ``GET /v1/pixel.gif`` (image beacon).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs
+
+import orjson
+
+from edge import errors, metrics
+from edge.body import ClientDisconnected, encoding_of, read_body
+from edge.enrich import Enricher, ProxyTrust, RequestContext, country_of, event_id_and_key, sent_at_of
+from edge.errors import EdgeError
+from edge.sink import Ack, KafkaSink, Record
+from edge.validation import Checker, check_event, parse_event, parse_json
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+_SINGLE_TYPES = frozenset((b"", b"application/json", b"text/plain"))
+_NDJSON_TYPES = frozenset((b"application/x-ndjson", b"application/ndjson", b"application/jsonl",
+                           b"application/jsonlines", b"application/x-jsonlines"))
+# The smallest transparent GIF (43 bytes).
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+def media_type(headers: dict[bytes, bytes]) -> bytes:
+    """The Content-Type without parameters, lower-case (``b""`` when absent)."""
+    value = headers.get(b"content-type", b"")
+    return value.split(b";", 1)[0].strip().lower()
+
+
+@dataclass
+class EdgeContext:
+    """What the handlers share: configuration-derived helpers and the Kafka sink."""
+
+    sink: KafkaSink
+    check: Checker
+    enricher: Enricher
+    trust: ProxyTrust
+    max_body_bytes: int
+    max_event_bytes: int
+    max_batch_events: int
+    retry_after: bytes
+
+    def request_context(self, scope: Scope, headers: dict[bytes, bytes], single: bool) -> RequestContext:
+        client = scope.get("client")
+        client_ip, trusted = self.trust.client(client[0] if client else None, headers)
+        return RequestContext(
+            received_at=b"%d" % int(time.time() * 1000),
+            client_ip=client_ip,
+            country=country_of(headers.get(b"cf-ipcountry")) if trusted else None,
+            sent_at=sent_at_of(headers.get(b"x-sent-at")),
+            idempotency_key=(headers.get(b"idempotency-key") or None) if single else None,
+        )
+
+
+class EventEndpoint:
+    """Common ASGI plumbing: metrics, error answers, never a 5xx for bad input."""
+
+    route = ""
+
+    def __init__(self, ctx: EdgeContext) -> None:
+        self.ctx = ctx
+        self._latency = metrics.REQUEST_SECONDS.labels(self.route)
+        self._accepted = metrics.EVENTS_ACCEPTED.labels(self.route)
+        self._by_status: dict[int, Any] = {}
+
+    async def handle(self, scope: Scope, receive: Receive,
+                     headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        metrics.IN_FLIGHT.inc()
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            status, body, ctype = await self.handle(scope, receive, dict(scope["headers"]))
+        except EdgeError as exc:
+            status, body, ctype = exc.status, exc.body(), JSON
+            metrics.EVENTS_REJECTED.labels(exc.reason).inc()
+            if status == 503:
+                extra.append((b"retry-after", self.ctx.retry_after))
+        except ClientDisconnected:
+            metrics.IN_FLIGHT.dec()
+            return
+        except Exception:
+            log.exception("unexpected error", extra={"route": self.route})
+            status, body, ctype = 500, errors.error_body("internal_error", "unexpected error"), JSON
+        metrics.IN_FLIGHT.dec()
+        if status == 503 and not extra:
+            extra.append((b"retry-after", self.ctx.retry_after))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype), (b"content-length", b"%d" % len(body)),
+                                (b"cache-control", b"no-store"), *extra]})
+        await send({"type": "http.response.body", "body": body})
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = metrics.REQUESTS.labels(self.route, str(status))
+        counter.inc()
+        self._latency.observe(time.perf_counter() - start)
+
+    async def _read(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+        length = headers.get(b"content-length")
+        return await read_body(receive, self.ctx.max_body_bytes,
+                               encoding_of(headers.get(b"content-encoding", b"")),
+                               int(length) if length and length.isdigit() else None)
+
+    async def _produce_single(self, scope: Scope, headers: dict[bytes, bytes], raw: bytes) -> Ack:
+        ctx = self.ctx
+        if len(raw) > ctx.max_event_bytes:
+            raise EdgeError(errors.EVENT_TOO_LARGE, f"event exceeds {ctx.max_event_bytes} bytes")
+        doc = parse_event(raw, ctx.check)
+        rctx = ctx.request_context(scope, headers, single=True)
+        event_id, key = event_id_and_key(doc, rctx.idempotency_key)
+        ack = await ctx.sink.send_one(key, raw, ctx.enricher.headers(doc, rctx, event_id))
+        self._accepted.inc()
+        return ack
+
+
+class PostEvent(EventEndpoint):
+    """``POST /post``: one JSON event; ``{"status":"ok","partition":N,"offset":N}`` after the ack."""
+
+    route = "/post"
+
+    async def handle(self, scope: Scope, receive: Receive,
+                     headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+        if media_type(headers) not in _SINGLE_TYPES:
+            raise EdgeError(errors.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+        raw = await self._read(receive, headers)
+        if not raw.strip():
+            raise EdgeError(errors.EMPTY_BODY, "the body is empty")
+        ack = await self._produce_single(scope, headers, raw)
+        return 200, b'{"status":"ok","partition":%d,"offset":%d}' % (ack.partition, ack.offset), JSON
+
+
+class PixelEvent(EventEndpoint):
+    """``GET /v1/pixel.gif?e=<event>``: the event as URL-encoded JSON or base64url JSON; a 1x1 GIF."""
+
+    route = "/v1/pixel.gif"
+
+    async def handle(self, scope: Scope, receive: Receive,
+                     headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+        raw = decode_pixel_query(scope.get("query_string", b""), self.ctx.max_event_bytes)
+        await self._produce_single(scope, headers, raw)
+        return 200, PIXEL_GIF, b"image/gif"
+
+
+def decode_pixel_query(query: bytes, limit: int) -> bytes:
+    """The event bytes of a pixel request's ``e`` parameter."""
+    if len(query) > 4 * limit:
+        raise EdgeError(errors.EVENT_TOO_LARGE, f"query exceeds {4 * limit} bytes")
+    try:
+        values = parse_qs(query.decode("latin-1"), keep_blank_values=True, errors="strict",
+                          encoding="utf-8").get("e")
+    except (UnicodeDecodeError, ValueError):
+        raise EdgeError(errors.INVALID_UTF8, "query parameter `e` is not UTF-8") from None
+    if not values or not values[0].strip():
+        raise EdgeError(errors.INVALID_QUERY, "query parameter `e` (the event) is required")
+    value = values[0].strip()
+    if value.startswith("{"):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EdgeError(errors.INVALID_UTF8, "query parameter `e` is not UTF-8") from None
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise EdgeError(errors.INVALID_QUERY, "`e` is neither JSON nor base64url JSON") from None
+
+
+class BatchEvents(EventEndpoint):
+    """``POST /v1/events``: a JSON array or NDJSON; valid events are stored, invalid ones reported."""
+
+    route = "/v1/events"
+
+    async def handle(self, scope: Scope, receive: Receive,
+                     headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+        ctx = self.ctx
+        mtype = media_type(headers)
+        if mtype == b"application/json":
+            ndjson = False
+        elif mtype in _NDJSON_TYPES:
+            ndjson = True
+        elif mtype in (b"", b"text/plain"):
+            ndjson = None  # sniffed from the first byte
+        else:
+            raise EdgeError(errors.UNSUPPORTED_MEDIA_TYPE, "send application/json or application/x-ndjson")
+        raw = await self._read(receive, headers)
+        stripped = raw.lstrip()
+        if not stripped:
+            raise EdgeError(errors.EMPTY_BODY, "the body is empty")
+        if ndjson is None:
+            ndjson = not stripped.startswith(b"[")
+        elements = self._split_ndjson(raw) if ndjson else self._split_array(raw)
+        if not elements:
+            raise EdgeError(errors.EMPTY_BATCH, "the batch has no events")
+        if len(elements) > ctx.max_batch_events:
+            raise EdgeError(errors.TOO_MANY_EVENTS,
+                            f"{len(elements)} events; at most {ctx.max_batch_events} per request")
+
+        rctx = ctx.request_context(scope, headers, single=False)
+        results: list[dict[str, Any] | None] = [None] * len(elements)
+        records: list[Record] = []
+        positions: list[int] = []
+        ids: list[bytes] = []
+        for index, element in enumerate(elements):
+            try:
+                value, doc = self._event(element)
+            except EdgeError as exc:
+                results[index] = {"index": index, "status": "rejected", "reason": exc.reason,
+                                  "detail": exc.detail}
+                metrics.EVENTS_REJECTED.labels(exc.reason).inc()
+                self._dead_letter(element, exc, rctx)
+                continue
+            event_id, key = event_id_and_key(doc, None)
+            records.append((key, value, ctx.enricher.headers(doc, rctx, event_id)))
+            positions.append(index)
+            ids.append(event_id)
+        accepted = 0
+        kafka_failed = False
+        if records:
+            acks = await ctx.sink.send_many(records)
+            for index, event_id, ack in zip(positions, ids, acks):
+                if isinstance(ack, Ack):
+                    accepted += 1
+                    results[index] = {"index": index, "status": "accepted", "event_id": event_id.decode(),
+                                      "partition": ack.partition, "offset": ack.offset}
+                else:
+                    kafka_failed = True
+                    metrics.EVENTS_REJECTED.labels(ack.reason).inc()
+                    results[index] = {"index": index, "status": "failed", "event_id": event_id.decode(),
+                                      "reason": ack.reason, "detail": ack.detail}
+        if accepted:
+            self._accepted.inc(accepted)
+        doc_out: dict[str, Any] = {"accepted": accepted, "rejected": len(elements) - accepted,
+                                   "results": results}
+        if kafka_failed:
+            status = 503
+            doc_out["error"] = {"reason": errors.KAFKA_TIMEOUT, "detail": "some events were not stored"}
+        elif accepted:
+            status = 200
+        else:
+            status = 400
+            doc_out["error"] = {"reason": errors.ALL_REJECTED, "detail": "no event of the batch is valid"}
+        return status, orjson.dumps(doc_out), JSON
+
+    def _split_ndjson(self, raw: bytes) -> list[bytes]:
+        return [s for line in raw.split(b"\n") if (s := line.strip(b" \t\r"))]
+
+    def _split_array(self, raw: bytes) -> list[Any]:
+        doc = parse_json(raw)
+        if type(doc) is dict:
+            return [doc]
+        if type(doc) is not list:
+            raise EdgeError(errors.NOT_AN_ARRAY, "send a JSON array of events (or NDJSON)")
+        return doc
+
+    def _event(self, element: Any) -> tuple[bytes, dict[str, Any]]:
+        ctx = self.ctx
+        if type(element) is bytes:
+            if len(element) > ctx.max_event_bytes:
+                raise EdgeError(errors.EVENT_TOO_LARGE, f"event exceeds {ctx.max_event_bytes} bytes")
+            return element, parse_event(element, ctx.check)
+        doc = check_event(element, ctx.check)
+        value = orjson.dumps(doc)
+        if len(value) > ctx.max_event_bytes:
+            raise EdgeError(errors.EVENT_TOO_LARGE, f"event exceeds {ctx.max_event_bytes} bytes")
+        return value, doc
+
+    def _dead_letter(self, element: Any, exc: EdgeError, rctx: RequestContext) -> None:
+        if not self.ctx.sink.config.dead_letter_topic:
+            return
+        try:
+            value = element if type(element) is bytes else orjson.dumps(element)
+        except TypeError:
+            return
+        headers = [("reason", exc.reason.encode()), ("detail", exc.detail[:500].encode("utf-8", "replace")),
+                   ("received-at", rctx.received_at), self.ctx.enricher.region, self.ctx.enricher.edge]
+        if rctx.client_ip is not None:
+            headers.append(("client-ip", rctx.client_ip))
+        self.ctx.sink.dead_letter(value, headers)

@@ -1,0 +1,30 @@
+"""The edge's Prometheus metrics (``geo_edge_*``). With several workers prometheus_client runs in
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) and the metrics listener aggregates them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter("geo_edge_http_requests", "HTTP requests answered, by route and status code",
+                   ["route", "status"])
+REQUEST_SECONDS = Histogram("geo_edge_http_request_duration_seconds",
+                            "Time from request start to the answer, by route", ["route"],
+                            buckets=LATENCY_BUCKETS)
+IN_FLIGHT = Gauge("geo_edge_http_requests_in_flight", "Requests being handled",
+                  multiprocess_mode="livesum")
+EVENTS_ACCEPTED = Counter("geo_edge_events_accepted", "Events acknowledged by Kafka, by route", ["route"])
+EVENTS_REJECTED = Counter("geo_edge_events_rejected",
+                          "Events (or whole requests) not stored, by reason", ["reason"])
+PRODUCE_SECONDS = Histogram("geo_edge_kafka_produce_duration_seconds",
+                            "Time from enqueueing a request's records to the Kafka ack",
+                            buckets=LATENCY_BUCKETS)
+PENDING_EVENTS = Gauge("geo_edge_kafka_pending_events", "Events awaiting a Kafka ack",
+                       multiprocess_mode="livesum")
+KAFKA_UP = Gauge("geo_edge_kafka_up", "1 when this edge can produce to Kafka (min over workers)",
+                 multiprocess_mode="livemin")
+DRAINING = Gauge("geo_edge_draining", "1 once shutdown started (/status answers 503)",
+                 multiprocess_mode="livemax")
+DEAD_LETTERS = Counter("geo_edge_dead_letter_records", "Rejected elements sent to the dead-letter topic",
+                       ["outcome"])

@@ -1,0 +1,262 @@
+"""The Kafka side of the edge: one idempotent producer per worker, topic creation, connectivity
+probing, and bounded produce (in-flight cap, own timeout around every aiokafka await)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from edge import metrics
+from edge.config import EdgeConfig
+from edge.errors import KAFKA_TIMEOUT, KAFKA_UNAVAILABLE, OVERLOADED, EdgeError
+
+log = logging.getLogger(__name__)
+
+Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Where Kafka stored a record."""
+
+    partition: int
+    offset: int
+
+
+class KafkaSink:
+    """Produces records and tracks whether Kafka is reachable.
+
+    ``start()`` returns at once; a background task connects (retrying while Kafka is down), creates
+    the topics if absent, and then probes connectivity every ``kafka_check_interval`` seconds.
+    """
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.topic = config.topic
+        self.timeout = config.produce_timeout
+        self.max_pending = config.max_pending_events
+        self.pending = 0
+        self.up = False
+        self.last_error = "not connected yet"
+        self.producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._dlq_tasks: set[asyncio.Task[None]] = set()
+        metrics.KAFKA_UP.set(0)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="kafka-supervisor")
+
+    async def stop(self) -> None:
+        """Flush pending records (bounded) and close the producer."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._dlq_tasks:
+            await asyncio.wait(self._dlq_tasks, timeout=self.timeout)
+        if self.producer is not None:
+            try:
+                await asyncio.wait_for(self.producer.flush(), self.timeout)
+            except (asyncio.TimeoutError, KafkaError) as exc:
+                log.warning("flush at shutdown incomplete", extra={"error": repr(exc)})
+            try:
+                await asyncio.wait_for(self.producer.stop(), self.timeout)
+            except (asyncio.TimeoutError, KafkaError) as exc:
+                log.warning("producer stop incomplete", extra={"error": repr(exc)})
+        self._set_up(False, "stopped")
+
+    def _set_up(self, up: bool, error: str = "") -> None:
+        if up != self.up:
+            log.info("kafka up" if up else "kafka down", extra={"error": error})
+        self.up = up
+        self.last_error = error
+        metrics.KAFKA_UP.set(1 if up else 0)
+
+    def suspect(self, error: str) -> None:
+        """A produce failed or timed out: report down until the next probe succeeds."""
+        self._set_up(False, error)
+        self._wake.set()
+
+    async def _supervise(self) -> None:
+        interval = self.config.kafka_check_interval
+        while not self._stopping:
+            try:
+                if self.producer is None:
+                    await self._connect()
+                else:
+                    await self._probe()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Kafka down or misbehaving: keep trying
+                self._set_up(False, f"{type(exc).__name__}: {exc}")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval if self.up else min(interval, 0.5))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _connect(self) -> None:
+        c = self.config
+        idempotent = c.acks == "all"
+        producer = AIOKafkaProducer(
+            bootstrap_servers=c.kafka, client_id=f"geo-edge-{c.node_id}",
+            acks="all" if c.acks == "all" else int(c.acks), enable_idempotence=idempotent,
+            compression_type=None if c.compression == "none" else c.compression,
+            linger_ms=c.linger_ms, max_batch_size=c.batch_bytes,
+            max_request_size=max(1 << 20, c.max_event_bytes + 64 * 1024),
+            request_timeout_ms=int(max(c.produce_timeout * 2, 10) * 1000),
+            retry_backoff_ms=100, metadata_max_age_ms=60000,
+        )
+        try:
+            await asyncio.wait_for(producer.start(), 10)
+            await self._ensure_topics()
+            await asyncio.wait_for(producer.partitions_for(self.topic), 10)
+        except BaseException:
+            await _bounded(producer.stop(), 5)
+            raise
+        self.producer = producer
+        self._set_up(True)
+
+    async def _ensure_topics(self) -> None:
+        c = self.config
+        wanted = [NewTopic(c.topic, c.topic_partitions, c.topic_replication)]
+        if c.dead_letter_topic:
+            wanted.append(NewTopic(c.dead_letter_topic, 1, c.topic_replication))
+        admin = AIOKafkaAdminClient(bootstrap_servers=c.kafka, request_timeout_ms=10000)
+        try:
+            await asyncio.wait_for(admin.start(), 10)
+            existing = set(await asyncio.wait_for(admin.list_topics(), 10))
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                try:
+                    await asyncio.wait_for(admin.create_topics(missing), 10)
+                    log.info("created topics", extra={"topics": [t.name for t in missing]})
+                except TopicAlreadyExistsError:
+                    pass  # another worker or edge won the race
+        finally:
+            await _bounded(admin.close(), 5)
+
+    async def _probe(self) -> None:
+        assert self.producer is not None
+        md = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), min(5.0, self.timeout))
+        if not md.available_partitions_for_topic(self.topic):
+            raise KafkaError(f"no partition of {self.topic} has a leader")
+        self._set_up(True)
+
+    # -- producing -------------------------------------------------------------------------------
+    def _admit(self, count: int) -> AIOKafkaProducer:
+        producer = self.producer
+        if producer is None or not self.up:
+            raise EdgeError(KAFKA_UNAVAILABLE, f"Kafka unavailable: {self.last_error}")
+        if self.pending + count > self.max_pending:
+            raise EdgeError(OVERLOADED, f"{self.pending} events already await a Kafka ack")
+        return producer
+
+    async def send_one(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Ack:
+        """Produce one record and wait for its ack; ``EdgeError`` (503) on timeout or failure."""
+        producer = self._admit(1)
+        self.pending += 1
+        metrics.PENDING_EVENTS.inc()
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                future = await producer.send(self.topic, value, key=key, headers=headers)
+                md = await future
+        except TimeoutError:
+            self.suspect("produce timed out")
+            raise EdgeError(KAFKA_TIMEOUT, f"no Kafka ack within {self.timeout}s") from None
+        except KafkaError as exc:
+            self.suspect(f"{type(exc).__name__}: {exc}")
+            raise EdgeError(KAFKA_UNAVAILABLE, f"Kafka: {type(exc).__name__}") from None
+        finally:
+            self.pending -= 1
+            metrics.PENDING_EVENTS.dec()
+        metrics.PRODUCE_SECONDS.observe(time.perf_counter() - start)
+        return Ack(md.partition, md.offset)
+
+    async def send_many(self, records: Sequence[Record]) -> list[Ack | EdgeError]:
+        """Enqueue all records, then await their acks together within the produce timeout.
+
+        Returns one ``Ack`` or ``EdgeError`` per record, in order (partial success is possible).
+        """
+        count = len(records)
+        producer = self._admit(count)
+        self.pending += count
+        metrics.PENDING_EVENTS.inc(count)
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        deadline = loop.time() + self.timeout
+        futures: list[asyncio.Future[Any]] = []
+        results: list[Ack | EdgeError] = []
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    for key, value, headers in records:
+                        futures.append(await producer.send(self.topic, value, key=key, headers=headers))
+            except TimeoutError:
+                pass
+            except KafkaError as exc:
+                self.suspect(f"{type(exc).__name__}: {exc}")
+            if futures:
+                await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        finally:
+            self.pending -= count
+            metrics.PENDING_EVENTS.dec(count)
+        failed = ""
+        for future in futures:
+            if not future.done():
+                results.append(EdgeError(KAFKA_TIMEOUT, f"no Kafka ack within {self.timeout}s"))
+                failed = "produce timed out"
+            elif future.exception() is not None:
+                exc = future.exception()
+                results.append(EdgeError(KAFKA_UNAVAILABLE, f"Kafka: {type(exc).__name__}"))
+                failed = f"{type(exc).__name__}: {exc}"
+            else:
+                md = future.result()
+                results.append(Ack(md.partition, md.offset))
+        for _ in range(count - len(futures)):
+            results.append(EdgeError(KAFKA_TIMEOUT, f"not enqueued within {self.timeout}s"))
+            failed = failed or "enqueue timed out"
+        if failed:
+            self.suspect(failed)
+        else:
+            metrics.PRODUCE_SECONDS.observe(time.perf_counter() - start)
+        return results
+
+    def dead_letter(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Send a rejected element to the dead-letter topic, without delaying the answer."""
+        if not self.config.dead_letter_topic or self.producer is None or not self.up:
+            if self.config.dead_letter_topic:
+                metrics.DEAD_LETTERS.labels("dropped").inc()
+            return
+        task = asyncio.create_task(self._dead_letter(self.producer, value, headers))
+        self._dlq_tasks.add(task)
+        task.add_done_callback(self._dlq_tasks.discard)
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, value: bytes,
+                           headers: list[tuple[str, bytes]]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                future = await producer.send(self.config.dead_letter_topic, value, headers=headers)
+                await future
+            metrics.DEAD_LETTERS.labels("sent").inc()
+        except (TimeoutError, KafkaError):
+            metrics.DEAD_LETTERS.labels("failed").inc()
+
+
+async def _bounded(awaitable: Any, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except Exception as exc:  # cleanup of a client that never worked
+        log.debug("cleanup failed", extra={"error": repr(exc)})
