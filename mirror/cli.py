@@ -1,0 +1,138 @@
+"""``geo-mirror``: run the mirror worker (flags, or ``GEO_MIRROR_*`` environment variables)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Sequence
+
+from service_kit.admin import serve_admin
+from service_kit.config import EnvArgumentParser
+from service_kit.logs import configure_logging
+from service_kit.shutdown import shutdown_event
+
+from mirror.config import MirrorConfig
+from mirror.metrics import MirrorMetrics
+from mirror.policy import DEFAULT_EXCLUDE, ReplicationPolicy, TopicFilter
+from mirror.regions import StaticRegions, parse_region_flags, regions_from_file
+from mirror.worker import MirrorWorker
+
+log = logging.getLogger("mirror")
+
+
+def build_parser() -> EnvArgumentParser:
+    p = EnvArgumentParser(prog="geo-mirror", description=(
+        "Copy regional Kafka topics into the central cluster, exactly once by default."))
+    p.add_argument("--central", env="GEO_MIRROR_CENTRAL", default="127.0.0.1:39092",
+                   help="central Kafka bootstrap servers")
+    p.add_argument("--region", dest="regions", action="extend", nargs="+", default=[],
+                   env="GEO_MIRROR_REGIONS", metavar="NAME=HOST:PORT",
+                   help="a source region (repeatable); without any, the edge regions of the regions file")
+    p.add_argument("--regions-file", env="GEOINGEST_REGIONS", default=None,
+                   help="regions.yaml to read regions from when no --region is given")
+    p.add_argument("--include", nargs="+", default=[".*"], env="GEO_MIRROR_INCLUDE",
+                   help="regexes of topics to mirror (whole name)")
+    p.add_argument("--exclude", nargs="*", default=list(DEFAULT_EXCLUDE), env="GEO_MIRROR_EXCLUDE",
+                   help="regexes of topics never mirrored (already-mirrored topics always are)")
+    p.add_argument("--separator", default=".", env="GEO_MIRROR_SEPARATOR",
+                   help="between region and topic in target names")
+    p.add_argument("--identity-naming", action="store_true", env="GEO_MIRROR_IDENTITY_NAMING",
+                   help="keep source topic names (cycles still stopped by provenance header)")
+    p.add_argument("--at-least-once", action="store_true", env="GEO_MIRROR_AT_LEAST_ONCE",
+                   help="no transactions: faster, duplicates possible after a crash")
+    p.add_argument("--source-group", default="geo-mirror", env="GEO_MIRROR_SOURCE_GROUP",
+                   help="consumer group on each source cluster that splits partitions between workers")
+    p.add_argument("--positions-group", default="geo-mirror-positions", env="GEO_MIRROR_POSITIONS_GROUP",
+                   help="group on the central cluster holding committed source positions")
+    p.add_argument("--transactional-id-prefix", default="geo-mirror", env="GEO_MIRROR_TRANSACTIONAL_ID_PREFIX")
+    p.add_argument("--replication-factor", type=int, default=1, env="GEO_MIRROR_REPLICATION_FACTOR",
+                   help="of target topics created by the mirror")
+    p.add_argument("--refresh-interval", type=float, default=2.0, env="GEO_MIRROR_REFRESH_INTERVAL",
+                   help="seconds between checks for new topics, partitions and settings")
+    p.add_argument("--batch-interval-ms", type=int, default=100, env="GEO_MIRROR_BATCH_INTERVAL_MS",
+                   help="longest wait for records before a transaction")
+    p.add_argument("--max-batch-records", type=int, default=20000, env="GEO_MIRROR_MAX_BATCH_RECORDS")
+    p.add_argument("--transaction-timeout-ms", type=int, default=30000, env="GEO_MIRROR_TRANSACTION_TIMEOUT_MS")
+    p.add_argument("--session-timeout-ms", type=int, default=10000, env="GEO_MIRROR_SESSION_TIMEOUT_MS",
+                   help="source group session: how soon a dead worker's partitions move")
+    p.add_argument("--no-heartbeats", action="store_true", env="GEO_MIRROR_NO_HEARTBEATS",
+                   help="do not emit heartbeats into the regions")
+    p.add_argument("--heartbeat-topic", default="heartbeats", env="GEO_MIRROR_HEARTBEAT_TOPIC")
+    p.add_argument("--compression", default="lz4", env="GEO_MIRROR_COMPRESSION",
+                   choices=["none", "gzip", "snappy", "lz4", "zstd"])
+    p.add_argument("--client-id", default="geo-mirror", env="GEO_MIRROR_CLIENT_ID")
+    p.add_argument("--admin-host", default="127.0.0.1", env="GEO_MIRROR_ADMIN_HOST")
+    p.add_argument("--admin-port", type=int, default=39181, env="GEO_MIRROR_ADMIN_PORT",
+                   help="/metrics and /status (0: pick a free port)")
+    p.add_argument("--log-level", default="info", env="GEO_MIRROR_LOG_LEVEL")
+    return p
+
+
+def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """Validate the parsed flags; ValueError with a clear message when they are unusable."""
+    regions = parse_region_flags(args.regions) if args.regions else regions_from_file(args.regions_file)
+    if not regions:
+        raise ValueError("no regions: give --region NAME=HOST:PORT or a regions file with edge regions")
+    policy = ReplicationPolicy(separator=args.separator, identity=args.identity_naming)
+    config = MirrorConfig(
+        central_bootstrap=args.central, policy=policy,
+        topic_filter=TopicFilter(include=args.include, exclude=args.exclude, policy=policy),
+        exactly_once=not args.at_least_once, source_group=args.source_group,
+        positions_group=args.positions_group, transactional_id_prefix=args.transactional_id_prefix,
+        replication_factor=args.replication_factor, refresh_interval_s=args.refresh_interval,
+        batch_interval_ms=args.batch_interval_ms, max_batch_records=args.max_batch_records,
+        transaction_timeout_ms=args.transaction_timeout_ms, session_timeout_ms=args.session_timeout_ms,
+        heartbeats=not args.no_heartbeats, heartbeat_topic=args.heartbeat_topic,
+        compression=None if args.compression == "none" else args.compression,
+        client_id=args.client_id,
+    )
+    if config.refresh_interval_s <= 0 or config.batch_interval_ms <= 0 or config.max_batch_records <= 0:
+        raise ValueError("intervals and batch sizes must be positive")
+    return config, regions
+
+
+async def run(config: MirrorConfig, regions: dict[str, str], admin_host: str, admin_port: int) -> None:
+    stop = shutdown_event()
+    metrics = MirrorMetrics()
+    worker = MirrorWorker(config, metrics)
+    server, server_task = await serve_admin(admin_host, admin_port, worker.health, metrics.registry)
+    port = server.servers[0].sockets[0].getsockname()[1] if server.servers else admin_port
+    log.info("admin listening", extra={"port": port})
+    try:
+        start = asyncio.create_task(worker.start(stop))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():
+            start.cancel()
+            return
+        start.result()
+        stopped.cancel()
+        log.info("mirror started", extra={"regions": regions, "exactly_once": config.exactly_once})
+        await worker.follow(StaticRegions(regions), stop)
+    finally:
+        await worker.stop()
+        server.should_exit = True
+        await server_task
+        log.info("mirror stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, service="geo-mirror")
+    try:
+        config, regions = config_from_args(args)
+    except (ValueError, OSError, KeyError) as exc:
+        parser.error(str(exc))
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run(config, regions, args.admin_host, args.admin_port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

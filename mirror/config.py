@@ -1,0 +1,35 @@
+"""The mirror's settings (built by :mod:`mirror.cli` from flags and ``GEO_MIRROR_*`` variables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mirror.policy import ReplicationPolicy, TopicFilter
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    """Everything a :class:`mirror.worker.MirrorWorker` needs besides its regions."""
+
+    central_bootstrap: str
+    policy: ReplicationPolicy = field(default_factory=ReplicationPolicy)
+    topic_filter: TopicFilter = field(default_factory=TopicFilter)
+    exactly_once: bool = True
+    #: consumer group on each *source* cluster that splits partitions between mirror processes
+    source_group: str = "geo-mirror"
+    #: consumer group on the *central* cluster holding committed positions (never joined)
+    positions_group: str = "geo-mirror-positions"
+    transactional_id_prefix: str = "geo-mirror"
+    replication_factor: int = 1
+    refresh_interval_s: float = 2.0
+    batch_interval_ms: int = 100
+    max_batch_records: int = 20000
+    transaction_timeout_ms: int = 30000
+    session_timeout_ms: int = 10000
+    operation_timeout_s: float = 15.0
+    region_restart_after_s: float = 20.0
+    heartbeats: bool = True
+    heartbeat_topic: str = "heartbeats"
+    heartbeat_interval_s: float = 1.0
+    compression: str | None = "lz4"
+    client_id: str = "geo-mirror"

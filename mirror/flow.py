@@ -1,0 +1,530 @@
+"""One region's copy loop: its own source consumer, so a slow or dead region never stalls others.
+
+Partitions are split between mirror processes by a consumer group on the source cluster. On
+assignment each source partition gets a transactional producer with a deterministic id
+(``<prefix>-<region>-<topic>-<partition>``): initialising it fences any zombie that held the
+partition and aborts its open transaction; then the position committed on the central cluster is
+read back and the consumer seeks to it. Each poll copies every partition's records in one central
+transaction that also commits the next source offset (exactly once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import OffsetOutOfRangeError
+from aiokafka.structs import ConsumerRecord
+
+from mirror.backoff import Backoff
+from mirror.central import Central, stop_producer
+from mirror.config import MirrorConfig
+from mirror.heartbeat import emit_heartbeats, ensure_heartbeat_topic
+from mirror.metrics import MirrorMetrics
+from mirror.policy import (H_MIRRORED_AT, H_OFFSET, H_PARTITION, H_REGION, H_TOPIC,
+                           is_mirrored_record)
+from mirror.topics import describe_topics
+
+log = logging.getLogger(__name__)
+
+
+class RegionDown(Exception):
+    """The region's Kafka has not answered for longer than ``region_restart_after_s``."""
+
+
+@dataclass
+class PartitionState:
+    """What the flow knows about one assigned source partition."""
+
+    source: TopicPartition
+    target: TopicPartition
+    producer: AIOKafkaProducer | None = None
+    next_offset: int | None = None
+    ready: bool = False
+    repair: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass
+class CopyResult:
+    records: int = 0
+    nbytes: int = 0
+    skipped: int = 0
+
+
+class RegionFlow:
+    """Copies one region's selected topics into the central cluster until cancelled."""
+
+    def __init__(self, region: str, bootstrap: str, config: MirrorConfig, central: Central,
+                 metrics: MirrorMetrics, known_regions: Callable[[], Iterable[str]]) -> None:
+        self.region = region
+        self.bootstrap = bootstrap
+        self.cfg = config
+        self.central = central
+        self.metrics = metrics
+        self._known_regions = known_regions
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._alo_producer: AIOKafkaProducer | None = None
+        self._parts: dict[TopicPartition, PartitionState] = {}
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._subscribed: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._last_ok = 0.0
+        self.up = False
+        self.metrics.region_up.labels(region).set(0)
+
+    # ----------------------------------------------------------------- lifecycle
+    async def run(self) -> None:
+        """Copy until cancelled; on a region outage tear down and retry with backoff."""
+        backoff = Backoff(1.0, 30.0)
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one region's trouble stays in its flow
+                    self._set_up(False)
+                    self._error(type(exc).__name__)
+                    log.warning("region flow failed, retrying", extra={
+                        "region": self.region, "error": repr(exc)})
+                finally:
+                    await self._teardown()
+                if time.monotonic() - started > 60:
+                    backoff.reset()
+                await asyncio.sleep(backoff.next())
+        finally:
+            self._set_up(False)
+            self.metrics.partitions.labels(self.region).set(0)
+
+    def status(self) -> dict[str, object]:
+        return {"bootstrap": self.bootstrap, "up": self.up,
+                "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in self._parts),
+                "topics": sorted(self._subscribed)}
+
+    async def _run_once(self) -> None:
+        cfg = self.cfg
+        timeout_ms = int(cfg.operation_timeout_s * 1000)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=cfg.source_group,
+            client_id=f"{cfg.client_id}-{self.region}", enable_auto_commit=False,
+            auto_offset_reset="none", isolation_level="read_committed",
+            metadata_max_age_ms=max(1000, int(cfg.refresh_interval_s * 1000)),
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=max(500, cfg.session_timeout_ms // 4),
+            fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024, request_timeout_ms=max(timeout_ms, 20000),
+        )
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                          client_id=f"{cfg.client_id}-{self.region}-admin",
+                                          request_timeout_ms=timeout_ms)
+        async with asyncio.timeout(cfg.operation_timeout_s):
+            await self._admin.start()
+            await self._consumer.start()
+            if cfg.heartbeats:
+                await ensure_heartbeat_topic(self._admin, cfg.heartbeat_topic)
+        if not cfg.exactly_once:
+            self._alo_producer = await self.central.start_producer(None)
+        await self._discover()
+        log.info("region flow started", extra={"region": self.region, "bootstrap": self.bootstrap})
+        tasks = [asyncio.create_task(self._discovery_loop(), name=f"discover-{self.region}")]
+        if cfg.heartbeats:
+            hb = TopicPartition(cfg.heartbeat_topic, 0)
+            tasks.append(asyncio.create_task(emit_heartbeats(
+                self.region, self.bootstrap, cfg.heartbeat_topic, cfg.heartbeat_interval_s,
+                lambda: hb in self._parts, cfg.operation_timeout_s), name=f"heartbeat-{self.region}"))
+        try:
+            while True:
+                for task in tasks:
+                    if task.done():
+                        task.result()  # re-raises RegionDown and friends
+                await self._poll_once()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _teardown(self) -> None:
+        timeout = self.cfg.operation_timeout_s
+        for state in self._parts.values():
+            if state.repair is not None:
+                state.repair.cancel()
+        self._parts.clear()
+        self._subscribed = set()
+        self.metrics.partitions.labels(self.region).set(0)
+        if self._consumer is not None:
+            try:
+                await asyncio.wait_for(self._consumer.stop(), 10)
+            except Exception:  # noqa: BLE001
+                pass
+            self._consumer = None
+        if self._admin is not None:
+            try:
+                await asyncio.wait_for(self._admin.close(), 10)
+            except Exception:  # noqa: BLE001
+                pass
+            self._admin = None
+        producers = list(self._producers.values())
+        self._producers.clear()
+        if self._alo_producer is not None:
+            producers.append(self._alo_producer)
+            self._alo_producer = None
+        await asyncio.gather(*(stop_producer(p, timeout) for p in producers))
+
+    # ----------------------------------------------------------------- discovery
+    async def _discovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.refresh_interval_s)
+            try:
+                await self._discover()
+            except (asyncio.CancelledError, RegionDown):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self._set_up(False)
+                self._error("source_unreachable")
+                down_for = time.monotonic() - self._last_ok
+                log.warning("region not answering", extra={
+                    "region": self.region, "error": repr(exc), "down_for_s": round(down_for, 1)})
+                if down_for > self.cfg.region_restart_after_s:
+                    raise RegionDown(f"{self.region} down for {down_for:.0f}s") from exc
+            self._update_lag()
+
+    async def _discover(self) -> None:
+        """List and describe the source's selected topics, ensure their targets, subscribe."""
+        assert self._admin is not None and self._consumer is not None
+        async with asyncio.timeout(self.cfg.operation_timeout_s):
+            names = await self._admin.list_topics()
+            known = list(self._known_regions())
+            selected = [t for t in names if self.cfg.topic_filter.selects(t, known)]
+            info = await describe_topics(self._admin, selected)
+        self._set_up(True)
+        ensured: set[str] = set()
+        for topic, topic_info in info.items():
+            target = self.cfg.policy.target_topic(self.region, topic)
+            try:
+                await self.central.topics.ensure(target, topic_info.partitions, topic_info.configs)
+                ensured.add(topic)
+                self.metrics.central_up.set(1)
+            except Exception as exc:  # noqa: BLE001 - central trouble: keep what is subscribed
+                self._error("central_topic")
+                self.metrics.central_up.set(0)
+                log.warning("cannot ensure target topic", extra={
+                    "region": self.region, "topic": target, "error": repr(exc)})
+        wanted = (self._subscribed & set(info)) | ensured
+        if wanted != self._subscribed:
+            log.info("subscribing", extra={"region": self.region, "topics": sorted(wanted)})
+            if wanted:
+                self._consumer.subscribe(topics=sorted(wanted), listener=_Listener(self))
+            else:
+                self._consumer.unsubscribe()
+            self._subscribed = wanted
+        self.metrics.topics.labels(self.region).set(len(self._subscribed))
+
+    # ----------------------------------------------------------------- rebalance
+    async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        async with self._lock:
+            assigned_set = set(assigned)
+            for tp in [tp for tp in self._producers if tp not in assigned_set]:
+                await stop_producer(self._producers.pop(tp), self.cfg.operation_timeout_s)
+            needed: dict[str, int] = {}
+            for tp in assigned_set:
+                target = self.cfg.policy.target_topic(self.region, tp.topic)
+                needed[target] = max(needed.get(target, 0), tp.partition + 1)
+            for target, count in needed.items():
+                if self.central.topics.partitions(target) < count:
+                    try:
+                        await self.central.topics.ensure(target, count)
+                    except Exception as exc:  # noqa: BLE001 - the repair loop retries
+                        log.warning("cannot grow target topic", extra={"topic": target,
+                                                                       "error": repr(exc)})
+            states = [PartitionState(tp, TopicPartition(
+                self.cfg.policy.target_topic(self.region, tp.topic), tp.partition))
+                for tp in assigned_set]
+            for state in states:
+                self._parts[state.source] = state
+            results = await asyncio.gather(*(self._init_partition(s) for s in states),
+                                           return_exceptions=True)
+            for state, result in zip(states, results):
+                if isinstance(result, BaseException):
+                    self._error("partition_init")
+                    log.warning("partition init failed", extra={
+                        "region": self.region, "tp": str(state.source), "error": repr(result)})
+                    self._start_repair(state)
+            self.metrics.partitions.labels(self.region).set(len(self._parts))
+            log.info("partitions assigned", extra={"region": self.region,
+                                                   "partitions": len(assigned_set)})
+
+    async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        async with self._lock:  # waits for the in-flight transactions to finish
+            for tp in revoked:
+                state = self._parts.pop(tp, None)
+                if state is not None and state.repair is not None:
+                    state.repair.cancel()
+                try:
+                    self.metrics.records_behind.remove(self.region, tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
+            self.metrics.partitions.labels(self.region).set(len(self._parts))
+
+    async def _init_partition(self, state: PartitionState) -> None:
+        """Fence the partition's transactional id, read its central position and seek."""
+        assert self._consumer is not None
+        state.ready = False
+        if self.cfg.exactly_once:
+            producer = self._producers.get(state.source)
+            if producer is None:
+                producer = await self.central.start_producer(self._transactional_id(state.source))
+                self._producers[state.source] = producer
+            state.producer = producer
+        else:
+            state.producer = self._alo_producer
+        position = await self.central.positions.read(state.target)
+        if state.source not in self._consumer.assignment():
+            return
+        if position is None:
+            await self._consumer.seek_to_beginning(state.source)
+        else:
+            self._consumer.seek(state.source, position)
+        state.next_offset = position
+        state.ready = True
+        self._consumer.resume(state.source)
+
+    def _start_repair(self, state: PartitionState) -> None:
+        assert self._consumer is not None
+        state.ready = False
+        if state.source in self._consumer.assignment():
+            self._consumer.pause(state.source)
+        if state.repair is None or state.repair.done():
+            state.repair = asyncio.create_task(self._repair(state))
+
+    async def _repair(self, state: PartitionState) -> None:
+        """Retry with backoff: new producer (fences and aborts), read position, seek, resume."""
+        backoff = Backoff(0.5, 15.0)
+        while state.source in self._parts and self._parts[state.source] is state:
+            await asyncio.sleep(backoff.next())
+            if state.source not in self._parts:
+                return
+            async with self._lock:
+                old = self._producers.pop(state.source, None)
+                if old is not None:
+                    await stop_producer(old, 2.0)
+                try:
+                    await self._init_partition(state)
+                    self.metrics.central_up.set(1)
+                    log.info("partition recovered", extra={"region": self.region,
+                                                           "tp": str(state.source)})
+                    return
+                except Exception as exc:  # noqa: BLE001
+                    self._error("partition_init")
+                    self.metrics.central_up.set(0)
+                    log.warning("partition recovery failed", extra={
+                        "region": self.region, "tp": str(state.source), "error": repr(exc)})
+
+    def _transactional_id(self, tp: TopicPartition) -> str:
+        return f"{self.cfg.transactional_id_prefix}-{self.region}-{tp.topic}-{tp.partition}"
+
+    # ----------------------------------------------------------------- copying
+    async def _poll_once(self) -> None:
+        assert self._consumer is not None
+        if not self._subscribed or not self._consumer.assignment():
+            await asyncio.sleep(self.cfg.batch_interval_ms / 1000)
+            return
+        try:
+            batches = await self._consumer.getmany(timeout_ms=self.cfg.batch_interval_ms,
+                                                   max_records=self.cfg.max_batch_records)
+        except OffsetOutOfRangeError as exc:
+            await self._out_of_range(exc.args[0] if exc.args else {})
+            return
+        if not batches:
+            return
+        async with self._lock:
+            if self.cfg.exactly_once:
+                await self._copy_exactly_once(batches)
+            else:
+                await self._copy_at_least_once(batches)
+        self._update_lag(batches)
+
+    async def _copy_exactly_once(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        jobs, states = [], []
+        for tp, records in batches.items():
+            state = self._parts.get(tp)
+            if state is None or not state.ready or not records or state.producer is None:
+                continue
+            states.append((state, records))
+            jobs.append(self._transaction(state, records))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for (state, records), result in zip(states, results):
+            if isinstance(result, BaseException):
+                self.metrics.transactions.labels(self.region, "aborted").inc()
+                self._error(type(result).__name__)
+                log.warning("transaction failed, partition rewinds", extra={
+                    "region": self.region, "tp": str(state.source), "error": repr(result)})
+                self._start_repair(state)
+            else:
+                self.metrics.transactions.labels(self.region, "committed").inc()
+                self._account(state, records, result)
+
+    async def _transaction(self, state: PartitionState, records: list[ConsumerRecord]) -> CopyResult:
+        producer = state.producer
+        assert producer is not None
+        next_offset = records[-1].offset + 1
+        async with asyncio.timeout(self.cfg.operation_timeout_s):
+            await _ensure_partition_known(producer, state.target)
+            await producer.begin_transaction()
+            result, futures = await self._send(producer, state, records)
+            await producer.send_offsets_to_transaction({state.target: next_offset},
+                                                       self.central.positions.group_id)
+            await producer.commit_transaction()
+            await asyncio.gather(*futures)
+        state.next_offset = next_offset
+        return result
+
+    async def _copy_at_least_once(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        producer = self._alo_producer
+        assert producer is not None
+        sent: list[tuple[PartitionState, list[ConsumerRecord], CopyResult]] = []
+        futures: list[asyncio.Future[object]] = []
+        try:
+            async with asyncio.timeout(self.cfg.operation_timeout_s):
+                for tp, records in batches.items():
+                    state = self._parts.get(tp)
+                    if state is None or not state.ready or not records:
+                        continue
+                    await _ensure_partition_known(producer, state.target)
+                    result, futs = await self._send(producer, state, records)
+                    futures.extend(futs)
+                    sent.append((state, records, result))
+                await asyncio.gather(*futures)
+                offsets = {s.target: r[-1].offset + 1 for s, r, _ in sent}
+                if offsets:
+                    await self.central.positions.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - rewind every partition of the batch
+            self._error(type(exc).__name__)
+            log.warning("at-least-once batch failed, rewinding", extra={
+                "region": self.region, "error": repr(exc)})
+            for state, _, _ in sent:
+                self._start_repair(state)
+            return
+        for state, records, result in sent:
+            state.next_offset = records[-1].offset + 1
+            self._account(state, records, result)
+
+    async def _send(self, producer: AIOKafkaProducer, state: PartitionState,
+                    records: list[ConsumerRecord]) -> tuple[CopyResult, list[asyncio.Future[object]]]:
+        """Append the records with provenance headers to batches and hand them to the producer."""
+        result = CopyResult()
+        region_b = self.region.encode()
+        topic_b = state.source.topic.encode()
+        partition_b = str(state.source.partition).encode()
+        mirrored_at = str(int(time.time() * 1000)).encode()
+        futures = []
+        batch = producer.create_batch()
+        for record in records:
+            if is_mirrored_record(record.headers):
+                result.skipped += 1
+                continue
+            headers = [*record.headers, (H_REGION, region_b), (H_TOPIC, topic_b),
+                       (H_PARTITION, partition_b), (H_OFFSET, str(record.offset).encode()),
+                       (H_MIRRORED_AT, mirrored_at)]
+            if batch.append(key=record.key, value=record.value, timestamp=record.timestamp,
+                            headers=headers) is None:
+                futures.append(await producer.send_batch(batch, state.target.topic,
+                                                         partition=state.target.partition))
+                batch = producer.create_batch()
+                if batch.append(key=record.key, value=record.value, timestamp=record.timestamp,
+                                headers=headers) is None:
+                    raise ValueError(f"record {state.source}@{record.offset} too large for a batch")
+            result.records += 1
+            result.nbytes += len(record.key or b"") + len(record.value or b"")
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, state.target.topic,
+                                                     partition=state.target.partition))
+        return result, futures
+
+    def _account(self, state: PartitionState, records: list[ConsumerRecord], result: CopyResult) -> None:
+        topic = state.source.topic
+        self.metrics.records.labels(self.region, topic).inc(result.records)
+        self.metrics.bytes.labels(self.region, topic).inc(result.nbytes)
+        if result.skipped:
+            self.metrics.cycle_skipped.labels(self.region, topic).inc(result.skipped)
+        now_ms = time.time() * 1000
+        observe = self.metrics.latency.labels(self.region).observe
+        for record in records:
+            observe(max(0.0, (now_ms - record.timestamp) / 1000))
+        if topic == self.cfg.heartbeat_topic:
+            self.metrics.heartbeat_ts.labels(self.region).set(records[-1].timestamp / 1000)
+
+    async def _out_of_range(self, offsets: dict[TopicPartition, int]) -> None:
+        """Source retention deleted records we had not copied: count, log, alert, move on."""
+        assert self._consumer is not None
+        if not offsets:
+            return
+        beginnings = await self._consumer.beginning_offsets(list(offsets))
+        ends = await self._consumer.end_offsets(list(offsets))
+        for tp, position in offsets.items():
+            start, end = beginnings.get(tp, 0), ends.get(tp, 0)
+            self.metrics.out_of_range.labels(self.region, tp.topic, str(tp.partition)).inc()
+            if position < start:
+                self.metrics.records_lost.labels(self.region, tp.topic).inc(start - position)
+                log.error("source retention deleted records before they were mirrored", extra={
+                    "region": self.region, "tp": str(tp), "position": position,
+                    "log_start": start, "lost": start - position})
+            else:
+                log.error("committed position beyond the source log end (source reset?)", extra={
+                    "region": self.region, "tp": str(tp), "position": position, "log_end": end})
+            self._error("offset_out_of_range")
+            self._consumer.seek(tp, start)
+
+    # ----------------------------------------------------------------- helpers
+    def _update_lag(self, batches: dict[TopicPartition, list[ConsumerRecord]] | None = None) -> None:
+        if self._consumer is None:
+            return
+        tps = batches.keys() if batches is not None else list(self._parts)
+        for tp in tps:
+            state = self._parts.get(tp)
+            if state is None or state.next_offset is None:
+                continue
+            try:
+                high = self._consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not assigned any more
+                continue
+            if high is not None:
+                self.metrics.records_behind.labels(self.region, tp.topic, str(tp.partition)).set(
+                    max(0, high - state.next_offset))
+
+    def _set_up(self, up: bool) -> None:
+        if up:
+            self._last_ok = time.monotonic()
+        self.up = up
+        self.metrics.region_up.labels(self.region).set(1 if up else 0)
+
+    def _error(self, kind: str) -> None:
+        self.metrics.errors.labels(self.region, kind).inc()
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, flow: RegionFlow) -> None:
+        self.flow = flow
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self.flow.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self.flow.on_assigned(assigned)
+
+
+async def _ensure_partition_known(producer: AIOKafkaProducer, tp: TopicPartition) -> None:
+    """Refresh the producer's metadata when the target partition is new to it."""
+    for _ in range(20):
+        partitions = producer.client.cluster.partitions_for_topic(tp.topic)
+        if partitions and tp.partition in partitions:
+            return
+        await producer.client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"target partition {tp} not in central metadata")
