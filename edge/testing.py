@@ -1,0 +1,105 @@
+"""Helpers for the edge's tests and benchmark: run the app in-process (lifespan included) or as a
+real ``geo-edge`` process, and read records back from Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator, Mapping
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from starlette.applications import Starlette
+
+from edge.app import create_app
+from edge.config import EdgeConfig
+
+
+def edge_config(bootstrap: str, topic: str, **overrides: Any) -> EdgeConfig:
+    """An ``EdgeConfig`` for tests: short timeouts, the given Kafka and topic."""
+    base = dict(kafka=bootstrap, topic=topic, region="test", node_id="edge-t1", produce_timeout=3.0,
+                kafka_check_interval=0.5, topic_partitions=3, linger_ms=1)
+    base.update(overrides)
+    return EdgeConfig(**base)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running_app(config: EdgeConfig, wait_up: bool = True,
+                      timeout: float = 30.0) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """The app with its lifespan running and an httpx client on it (ASGI transport, peer 127.0.0.1)."""
+    app = create_app(config)
+    async with app.router.lifespan_context(app):
+        if wait_up:
+            async with asyncio.timeout(timeout):
+                while not app.state.sink.up:
+                    await asyncio.sleep(0.05)
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
+            yield app, client
+
+
+async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[Any]:
+    """Read ``count`` records of ``topic`` from the beginning (fails after ``timeout`` seconds)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await asyncio.wait_for(consumer.start(), timeout)
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(records) < count:
+                batch = await consumer.getmany(timeout_ms=500)
+                for recs in batch.values():
+                    records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def edge_argv(config: EdgeConfig) -> list[str]:
+    """The ``geo-edge`` command line for ``config``."""
+    argv = [str(Path(sys.executable).with_name("geo-edge")),
+            "--listen", f"{config.host}:{config.port}",
+            "--metrics-listen", f"{config.metrics_host}:{config.metrics_port}"]
+    defaults = EdgeConfig()
+    for field in dataclasses.fields(EdgeConfig):
+        if field.name in ("host", "port", "metrics_host", "metrics_port"):
+            continue
+        value = getattr(config, field.name)
+        if value == getattr(defaults, field.name):
+            continue
+        flag = "--" + {"schema_file": "schema"}.get(field.name, field.name).replace("_", "-")
+        if isinstance(value, tuple):
+            argv += [flag, *value]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def edge_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a ``geo-edge`` child: no inherited GEO_EDGE_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEO_EDGE_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(extra or {})
+    return env
+
+
+def wait_status(url: str, want: int, timeout: float, verify: Any = True) -> None:
+    """Poll ``GET url`` until it answers ``want``."""
+    from harness.process import wait_until
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0, verify=verify).status_code == want
+        except httpx.HTTPError:
+            return False
+
+    wait_until(check, timeout, interval=0.1, what=f"{url} -> {want}")
+
+
+__all__ = ["edge_config", "running_app", "consume", "edge_argv", "edge_env", "wait_status",
+           "subprocess"]
