@@ -1,0 +1,171 @@
+"""The loader against real Kafka (transactional producers, read_committed) and real chdb."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import orjson
+import pytest
+
+from central.clickhouse import AsyncClickHouse, ChdbClient
+from central.loader import Loader, LoaderConfig
+from central.metrics import CentralMetrics
+from central.queries import Queries
+from central.records import KafkaRecord, Rejected, event_row, event_time
+from central.sample import Outgoing, event_headers, produce, random_event
+from central.schema import Tables, create_schema
+
+
+def test_event_time_rule() -> None:
+    # skew-corrected when both the client timestamp and sent-at exist
+    assert event_time(received_at=10_000, sent_at=9_000 + 3_600_000, client_ts=8_000 + 3_600_000) == 9_000
+    assert event_time(received_at=10_000, sent_at=None, client_ts=5_000) == 10_000
+    assert event_time(received_at=10_000, sent_at=7_000, client_ts=None) == 10_000
+    assert event_time(received_at=10_000, sent_at=7_000, client_ts=8_000) == 10_000  # capped
+
+
+def test_event_row_fields() -> None:
+    headers = event_headers("e-1", "eu", 1_700_000_010_000, sent_at=1_700_000_100_000, country="FR")
+    value = orjson.dumps({"event": "click", "os": "iOS", "browser": "Safari", "timestamp": 1_700_000_095_000,
+                          "user_id": "u1", "button": "buy"})
+    row = event_row(KafkaRecord("eu.events", 2, 41, 1, value, headers), 1_700_000_011_000, 1 << 20)
+    assert row["event_id"] == "e-1" and row["event"] == "click" and row["country"] == "FR"
+    assert row["event_time"] == "1700000005.000"  # 10_000 - (100_000 - 95_000)
+    assert orjson.loads(row["properties"]) == {"button": "buy"}
+    assert (row["topic"], row["partition"], row["offset"]) == ("eu.events", 2, 41)
+    with pytest.raises(Rejected) as missing:
+        event_row(KafkaRecord("eu.events", 0, 0, 1, value, headers[1:]), 0, 1 << 20)
+    assert missing.value.reason == "missing_header"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[tuple[AsyncClickHouse, Tables]]:
+    clickhouse = AsyncClickHouse(ChdbClient(str(tmp_path / "chdb")))
+    tables = Tables("geo")
+    await clickhouse.in_writer(create_schema, clickhouse.client, tables, False)
+    yield clickhouse, tables
+    clickhouse.close()
+
+
+async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.2)
+
+
+class Running:
+    """A Loader task with its stop event."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader, self.stop = loader, asyncio.Event()
+        self.task = asyncio.create_task(loader.run(self.stop))
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+def _loader(bootstrap: str, prefix: str, store: tuple[AsyncClickHouse, Tables], group: str, **kw: Any) -> Loader:
+    clickhouse, tables = store
+    config = LoaderConfig(bootstrap=bootstrap, group=group, events_pattern=rf"^{prefix}[a-z0-9]+\.events$",
+                          heartbeats_pattern=rf"^{prefix}[a-z0-9]+\.heartbeats$", batch_size=300,
+                          batch_interval=0.3, metadata_max_age_ms=500, **kw)
+    return Loader(config, clickhouse, tables, CentralMetrics())
+
+
+async def test_loads_committed_events_quarantines_bad_ones_and_finds_new_regions(kafka, store) -> None:
+    prefix = "c" + uuid.uuid4().hex[:8]
+    eu, us, ap = f"{prefix}eu", f"{prefix}us", f"{prefix}ap"
+    rng = random.Random(1)
+    good = [random_event(eu, f"{eu}.events", rng, index=i) for i in range(700)]
+    good += [random_event(us, f"{us}.events", rng, index=i) for i in range(500)]
+    await produce(kafka.bootstrap, good, per_transaction=200)
+    aborted = [random_event(eu, f"{eu}.events", rng) for _ in range(150)]
+    await produce(kafka.bootstrap, aborted, abort=True)
+    now = int(time.time() * 1000)
+    ok_headers = event_headers("bad", eu, now)
+    bad = [
+        Outgoing(f"{eu}.events", None, b"{not json", event_headers("q1", eu, now)),
+        Outgoing(f"{eu}.events", None, b"[1, 2]", event_headers("q2", eu, now)),
+        Outgoing(f"{eu}.events", None, b'{"event":"x"}', [h for h in ok_headers if h[0] != "received-at"]),
+        Outgoing(f"{eu}.events", None, b'{"event":"x"}', [h for h in ok_headers if h[0] != "event-id"]),
+        Outgoing(f"{eu}.events", None, orjson.dumps({"event": "big", "blob": "x" * 5000}), event_headers("q5", eu, now)),
+        Outgoing(f"{eu}.events", None, b'{"event":"x"}',
+                 [(k, b"soon" if k == "received-at" else v) for k, v in event_headers("q6", eu, now)]),
+        Outgoing(f"{eu}.heartbeats", eu.encode(), b'{"region": 5}', []),
+    ]
+    heartbeats = [Outgoing(f"{r}.heartbeats", r.encode(), orjson.dumps({"region": r, "ts": now - 1000 * k}), [])
+                  for r in (eu, us) for k in range(3)]
+    await produce(kafka.bootstrap, bad + heartbeats)
+
+    clickhouse, tables = store
+    queries = Queries(clickhouse, tables)
+    running = Running(_loader(kafka.bootstrap, prefix, store, f"g-{prefix}", max_record_bytes=4096))
+    try:
+        async def loaded(n: int, q: int) -> Any:
+            async def check() -> bool:
+                s = await queries.summary()
+                return s["events"] >= n and sum(s["quarantined"].values()) >= q
+            return check
+
+        await _wait_for(await loaded(1200, 7), 60, "first load")
+        # a region that appears after the loader started is picked up by the pattern
+        late = [random_event(ap, f"{ap}.events", rng, index=i) for i in range(50)]
+        await produce(kafka.bootstrap, late)
+        await _wait_for(await loaded(1250, 7), 60, "new region")
+        summary = await queries.summary()
+        assert summary["events"] == 1250  # aborted transaction invisible (read_committed)
+        assert summary["quarantined"] == {"invalid_json": 1, "not_an_object": 1, "missing_header": 2,
+                                          "too_large": 1, "bad_header": 1, "bad_heartbeat": 1}
+        assert summary["heartbeats"] == 6
+        ids = {h[1].decode() for r in good for h in r.headers if h[0] == "event-id"}
+        rows = await clickhouse.select(f"SELECT event_id FROM {tables.events} FINAL")
+        assert {r["event_id"] for r in rows} == ids | {h[1].decode() for r in late for h in r.headers
+                                                        if h[0] == "event-id"}
+        q = await clickhouse.select(f"SELECT reason, topic, partition, offset FROM {tables.quarantine} "
+                                    f"WHERE reason = 'too_large'")
+        assert q[0]["topic"] == f"{eu}.events" and q[0]["offset"] >= 0
+        metrics = running.loader.metrics
+        assert metrics.quarantined.labels("too_large")._value.get() == 1
+        assert running.loader.state["running"] and running.loader.state["batches"] >= 2
+    finally:
+        await running.close()
+
+
+async def test_replayed_batches_are_invisible(kafka, store) -> None:
+    prefix = "d" + uuid.uuid4().hex[:8]
+    rng = random.Random(2)
+    records = [random_event(f"{prefix}eu", f"{prefix}eu.events", rng, index=i) for i in range(900)]
+    await produce(kafka.bootstrap, records)
+    clickhouse, tables = store
+    queries = Queries(clickhouse, tables)
+
+    async def raw_count() -> int:
+        return (await clickhouse.select(f"SELECT count() AS n FROM {tables.events}"))[0]["n"]
+
+    # Two consumer groups load the same records: the second is a full replay of every batch.
+    # Merges are stopped so that the duplicates stay physically present until we ask for them.
+    await clickhouse.execute(f"SYSTEM STOP MERGES {tables.events}")
+    for group in ("first", "replay"):
+        running = Running(_loader(kafka.bootstrap, prefix, store, f"{group}-{prefix}"))
+        try:
+            target = 900 if group == "first" else 1800
+
+            async def done() -> bool:
+                return await raw_count() >= target
+            try:
+                await _wait_for(done, 60, f"{group} load")
+            except TimeoutError:
+                raise AssertionError(f"{group}: {await raw_count()} rows, state {running.loader.state}")
+        finally:
+            await running.close()
+    assert await raw_count() == 1800  # the duplicates are physically there ...
+    assert (await queries.summary())["events"] == 900  # ... and invisible with FINAL
+    await clickhouse.execute(f"SYSTEM START MERGES {tables.events}")
+    await clickhouse.execute(f"OPTIMIZE TABLE {tables.events} FINAL")
+    assert await raw_count() == 900  # and merged away
