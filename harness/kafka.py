@@ -214,11 +214,16 @@ class KafkaCluster:
 
 
 def start_clusters(count: int, workdir: Path, names: Sequence[str] | None = None,
-                   **kwargs: object) -> list[KafkaCluster]:
-    """Start ``count`` independent clusters in parallel and wait until each accepts a produce."""
+                   ports: Sequence[tuple[int, int]] | None = None, **kwargs: object) -> list[KafkaCluster]:
+    """Start ``count`` independent clusters in parallel and wait until each accepts a produce.
+
+    ``ports``: (client, controller) port pairs, one per cluster; free ports when omitted.
+    """
     names = list(names or [f"kafka{i}" for i in range(count)])
+    pairs = list(ports or [(0, 0)] * len(names))
     kafka_libs()
-    clusters = [KafkaCluster(Path(workdir) / name, **kwargs) for name in names]  # type: ignore[arg-type]
+    clusters = [KafkaCluster(Path(workdir) / name, port=p, controller_port=c, **kwargs)  # type: ignore[arg-type]
+                for name, (p, c) in zip(names, pairs)]
     with ExitStack() as undo:
         for cluster in clusters:
             cluster.start(wait=False)

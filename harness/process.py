@@ -16,7 +16,9 @@ _live: set[subprocess.Popen[bytes]] = set()
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when the harness process dies (Linux)."""
+    """Runs in the child before exec: SIGKILL it when the harness process dies (Linux), and
+    unblock the signals a parent waiting in ``sigwait`` may have blocked."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:

@@ -34,11 +34,12 @@ class Instance:
         return f"{self.address}:{self.port}"
 
 
-def consul_client(url: str, token: str | None = None, dc: str | None = None) -> consul.Consul:
-    """A py-consul client for ``http://host:port``."""
+def consul_client(url: str, token: str | None = None, dc: str | None = None,
+                  timeout: float = 30.0) -> consul.Consul:
+    """A py-consul client for ``http://host:port`` whose requests give up after ``timeout`` s."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     return consul.Consul(host=parts.hostname, port=parts.port or 8500, scheme=parts.scheme,
-                         token=token, dc=dc)
+                         token=token, dc=dc, connections_timeout=timeout)
 
 
 class ServiceWatch:

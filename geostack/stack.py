@@ -1,0 +1,266 @@
+"""The whole geo topology on one machine, from the regions file.
+
+Per edge region: a Kafka cluster, a Consul datacenter, ``edges_per_region`` edges registered in it.
+Central region: its Kafka cluster, its Consul datacenter (the ACL primary), the mirror (regions
+discovered in Consul), ``geo-central`` with its dashboard. In front: the geo router.
+
+``LocalStack(workdir, fixed_ports=True)`` uses the ports of ``regions.yaml`` (``make up``);
+``fixed_ports=False`` takes free loopback ports (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from harness.consul import ConsulAgent, ConsulPorts, start_agents
+from harness.kafka import KafkaCluster, start_clusters
+from harness.ports import free_port
+from harness.process import wait_until
+from geostack.processes import ServiceProcess, python_entry
+from service_kit.regions import Regions, load_regions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EdgeNode:
+    """One edge of the stack and where it listens."""
+
+    region: str
+    node_id: str
+    port: int
+    metrics_port: int
+    process: ServiceProcess
+
+
+@dataclass
+class LocalStack:
+    """Start, inspect, break and stop the local geo topology."""
+
+    workdir: Path
+    fixed_ports: bool = False
+    edges_per_region: int = 2
+    acl: bool = True
+    regions: Regions = field(default_factory=load_regions)
+    kafka: dict[str, KafkaCluster] = field(default_factory=dict, init=False)
+    consul: dict[str, ConsulAgent] = field(default_factory=dict, init=False)
+    tokens: dict[str, str] = field(default_factory=dict, init=False)
+    edges: list[EdgeNode] = field(default_factory=list, init=False)
+    mirror: ServiceProcess | None = field(default=None, init=False)
+    central: ServiceProcess | None = field(default=None, init=False)
+    router: ServiceProcess | None = field(default=None, init=False)
+    central_port: int = field(default=0, init=False)
+    router_port: int = field(default=0, init=False)
+    router_admin_port: int = field(default=0, init=False)
+    mirror_admin_port: int = field(default=0, init=False)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> "LocalStack":
+        """Start every component in dependency order and wait until the router has healthy edges."""
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as undo:
+            undo.callback(self.stop)
+            self._start_kafka()
+            self._start_consul()
+            self._register_kafka()
+            self._start_edges()
+            self._start_mirror()
+            self._start_central()
+            self._start_router()
+            self.wait_routable()
+            undo.pop_all()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything (SIGTERM, then SIGKILL), the front first."""
+        for proc in [self.router, self.central, self.mirror, *[e.process for e in self.edges]]:
+            if proc is not None:
+                proc.stop(timeout=20)
+        for agent in self.consul.values():
+            agent.stop()
+        for cluster in self.kafka.values():
+            cluster.stop()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    @property
+    def router_url(self) -> str:
+        return f"http://127.0.0.1:{self.router_port}"
+
+    @property
+    def central_url(self) -> str:
+        return f"http://127.0.0.1:{self.central_port}"
+
+    @property
+    def primary(self) -> ConsulAgent:
+        return self.consul[self.regions.central.consul_datacenter]
+
+    def urls(self) -> dict[str, str]:
+        """The URLs an operator needs."""
+        urls = {
+            "events": f"{self.router_url}/post",
+            "events_batch": f"{self.router_url}/v1/events",
+            "dashboard": f"{self.central_url}/",
+            "central_api": f"{self.central_url}/v1/",
+            "consul_ui": f"{self.primary.url}/ui/",
+            "router_metrics": f"http://127.0.0.1:{self.router_admin_port}/metrics",
+            "geo_discovery": f"http://127.0.0.1:{self.router_admin_port}/v1/edges",
+            "mirror_metrics": f"http://127.0.0.1:{self.mirror_admin_port}/metrics",
+            "central_metrics": f"{self.central_url}/metrics",
+        }
+        for edge in self.edges:
+            urls[f"edge_{edge.node_id}"] = f"http://127.0.0.1:{edge.port}/status"
+            urls[f"edge_{edge.node_id}_metrics"] = f"http://127.0.0.1:{edge.metrics_port}/metrics"
+        if self.acl:
+            urls["consul_ui_token"] = self.primary.management_token
+        return urls
+
+    def edges_of(self, region: str) -> list[EdgeNode]:
+        return [e for e in self.edges if e.region == region]
+
+    def routable_edges(self) -> dict[str, list[str]]:
+        """The geo discovery API's view: healthy edge ids per region."""
+        doc = httpx.get(f"http://127.0.0.1:{self.router_admin_port}/v1/edges", timeout=2).json()
+        return {region: [e["id"] for e in edges] for region, edges in doc.items()}
+
+    def wait_routable(self, expected: dict[str, int] | None = None, timeout: float = 90.0) -> None:
+        """Wait until the router sees ``expected`` healthy edges per region (default: all)."""
+        want = expected or {r.name: self.edges_per_region for r in self.regions.edge_regions}
+
+        def ready() -> bool:
+            try:
+                seen = self.routable_edges()
+            except httpx.HTTPError:
+                return False
+            return all(len(seen.get(region, [])) == n for region, n in want.items())
+
+        wait_until(ready, timeout, interval=0.25, what=f"routable edges {want}")
+
+    # -- components ------------------------------------------------------------------------------
+
+    def _port(self, fixed: int) -> int:
+        return fixed if self.fixed_ports else free_port()
+
+    def _start_kafka(self) -> None:
+        names = [r.name for r in self.regions.regions]
+        ports = ([(r.local["kafka_port"], r.local["kafka_controller_port"]) for r in self.regions.regions]
+                 if self.fixed_ports else None)
+        clusters = start_clusters(len(names), self.workdir / "kafka", names=names, ports=ports)
+        self.kafka = dict(zip(names, clusters))
+
+    def _start_consul(self) -> None:
+        central_dc = self.regions.central.consul_datacenter
+        dcs = [central_dc] + [r.consul_datacenter for r in self.regions.edge_regions]
+        ports = None
+        if self.fixed_ports:
+            base = int(self.regions.local.get("consul_http_port", 8500))
+            ports = [ConsulPorts(http=base + i) for i in range(len(dcs))]
+        agents = start_agents(dcs, self.workdir / "consul", acl=self.acl, dev=False, ports=ports)
+        self.consul = {a.datacenter: a for a in agents}
+        if self.acl:
+            primary = self.consul[central_dc]
+            primary.apply_policies()
+            self.tokens = {
+                "edge": primary.create_token(["edge"], "geoingest edges"),
+                "mirror": primary.create_token(["mirror"], "geoingest mirror"),
+                "georouter": primary.create_token(["georouter"], "geoingest geo router"),
+                "kafka-registrar": primary.create_token(["kafka-registrar"], "geoingest kafka registrar"),
+            }
+
+    def _register_kafka(self) -> None:
+        """Each Kafka cluster becomes service ``kafka`` in its datacenter, bootstrap in meta."""
+        for region in self.regions.regions:
+            cluster = self.kafka[region.name]
+            agent = self.consul[region.consul_datacenter]
+            body = {
+                "ID": f"kafka-{region.name}", "Name": "kafka", "Address": "127.0.0.1",
+                "Port": cluster.port, "Tags": [f"region-{region.name}", region.role],
+                "Meta": {"region": region.name, "bootstrap": cluster.bootstrap, "role": region.role},
+                "Check": {"CheckID": f"kafka-{region.name}-tcp", "Name": "kafka listener",
+                          "TCP": cluster.bootstrap, "Interval": "1s", "Timeout": "1s"},
+            }
+            agent.request("PUT", "/v1/agent/service/register", json=body,
+                          token=self.tokens.get("kafka-registrar"), check=True)
+
+    def _start_edges(self) -> None:
+        for region in self.regions.edge_regions:
+            ports = region.local.get("edge_ports", [])
+            metrics_ports = region.local.get("edge_metrics_ports", [])
+            for i in range(self.edges_per_region):
+                node_id = f"{region.name}-{i + 1}"
+                port = self._port(ports[i] if i < len(ports) else 0)
+                metrics_port = self._port(metrics_ports[i] if i < len(metrics_ports) else 0)
+                env = {
+                    "GEO_EDGE_LISTEN": f"127.0.0.1:{port}",
+                    "GEO_EDGE_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+                    "GEO_EDGE_KAFKA": self.kafka[region.name].bootstrap,
+                    "GEO_EDGE_REGION": region.name,
+                    "GEO_EDGE_NODE_ID": node_id,
+                    "GEO_EDGE_WORKERS": "1",
+                    "GEO_EDGE_TRUSTED_PROXIES": "127.0.0.0/8",
+                    "GEO_EDGE_DRAIN_DELAY": "0",
+                    "GEO_EDGE_CONSUL_URL": self.consul[region.consul_datacenter].url,
+                    **({"GEO_EDGE_CONSUL_TOKEN": self.tokens["edge"]} if self.acl else {}),
+                }
+                proc = ServiceProcess(f"edge-{node_id}", python_entry("edge.cli"), self.workdir / "logs",
+                                      env=env, health_url=f"http://127.0.0.1:{port}/status")
+                self.edges.append(EdgeNode(region.name, node_id, port, metrics_port, proc))
+        for edge in self.edges:
+            edge.process.start()
+        for edge in self.edges:
+            edge.process.wait_healthy(90)
+
+    def _start_mirror(self) -> None:
+        central = self.regions.central
+        self.mirror_admin_port = self._port(central.local.get("mirror_metrics_port", 0))
+        env = {
+            "GEO_MIRROR_CENTRAL": self.kafka[central.name].bootstrap,
+            "GEO_MIRROR_ADMIN_HOST": "127.0.0.1",
+            "GEO_MIRROR_ADMIN_PORT": str(self.mirror_admin_port),
+            "GEO_MIRROR_CONSUL_URL": self.primary.url,
+            "GEO_MIRROR_CONSUL_DATACENTERS": ",".join(r.consul_datacenter for r in self.regions.edge_regions),
+            **({"GEO_MIRROR_CONSUL_TOKEN": self.tokens["mirror"]} if self.acl else {}),
+        }
+        self.mirror = ServiceProcess("mirror", python_entry("mirror.cli"), self.workdir / "logs", env=env,
+                                     health_url=f"http://127.0.0.1:{self.mirror_admin_port}/status")
+        self.mirror.start().wait_healthy(90)
+
+    def _start_central(self) -> None:
+        central = self.regions.central
+        self.central_port = self._port(central.local.get("central_port", 0))
+        env = {
+            "GEO_CENTRAL_BOOTSTRAP": self.kafka[central.name].bootstrap,
+            "GEO_CENTRAL_HOST": "127.0.0.1",
+            "GEO_CENTRAL_PORT": str(self.central_port),
+            "GEO_CENTRAL_DATA_DIR": str(self.workdir / "chdb"),
+        }
+        self.central = ServiceProcess("central", python_entry("central.cli"), self.workdir / "logs",
+                                      env=env, health_url=f"{self.central_url}/status")
+        self.central.start().wait_healthy(120)
+
+    def _start_router(self) -> None:
+        self.router_port = self._port(int(self.regions.local.get("router_port", 8080)))
+        self.router_admin_port = self._port(int(self.regions.local.get("router_metrics_port", 9180)))
+        env = {
+            "GEO_ROUTER_HOST": "127.0.0.1",
+            "GEO_ROUTER_PORT": str(self.router_port),
+            "GEO_ROUTER_ADMIN_PORT": str(self.router_admin_port),
+            "GEO_ROUTER_CONSUL_URL": self.primary.url,
+            **({"GEO_ROUTER_CONSUL_TOKEN": self.tokens["georouter"]} if self.acl else {}),
+        }
+        self.router = ServiceProcess("router", python_entry("geostack.router_cli"), self.workdir / "logs",
+                                     env=env, health_url=None)
+        self.router.start()
