@@ -175,13 +175,15 @@ def build_compose(regions: Regions) -> dict[str, Any]:
 
     central = regions.central
     c = central.local
-    mirror_command = ["geo-mirror", "--central", f"kafka-{central.name}:{KAFKA_PORT}",
-                      "--admin-listen", f"0.0.0.0:{MIRROR_ADMIN_PORT}"]
+    mirror_command = ["geo-mirror"]
     for region in regions.edge_regions:
-        mirror_command += ["--region", f"{region.name}={f'kafka-{region.name}'}:{KAFKA_PORT}"]
+        mirror_command += ["--region", f"{region.name}=kafka-{region.name}:{KAFKA_PORT}"]
     services["mirror"] = app_service(
         mirror_command,
-        {"GEOINGEST_REGIONS": "/app/regions.yaml"},
+        {"GEO_MIRROR_CENTRAL": f"kafka-{central.name}:{KAFKA_PORT}",
+         "GEO_MIRROR_ADMIN_HOST": "0.0.0.0",
+         "GEO_MIRROR_ADMIN_PORT": str(MIRROR_ADMIN_PORT),
+         "GEOINGEST_REGIONS": "/app/regions.yaml"},
         [f"127.0.0.1:{c['mirror_metrics_port']}:{MIRROR_ADMIN_PORT}"],
         http_check(MIRROR_ADMIN_PORT),
         healthy(*(f"kafka-{r.name}" for r in regions.regions)),

@@ -288,3 +288,42 @@ def test_bad_steering_input_is_refused_by_both(tmp_path: Path, mutation: Any, me
     assert message in " ".join(result.stderr.split()), result.stderr
     with pytest.raises(ValueError):
         steering_pools(load_regions(path))
+
+
+@needs_terraform
+def test_vm_templates_render_to_valid_yaml(tmp_path: Path) -> None:
+    """Terraform renders the VMs' docker-compose and cloud-init templates into parseable YAML."""
+    y = TF / "modules" / "yandex"
+    (tmp_path / "main.tf").write_text(f'''
+output "central" {{
+  value = templatefile("{y}/central_host/templates/central-compose.yaml.tftpl", {{
+    image = "geoingest:0.1.0", region = "ru", kafka_bootstrap = "k:9092", mirror_username = "mirror",
+    mirror_password = "p", central_username = "central", central_password = "q", mirror_port = 9200,
+    http_port = 8000, consul_url = "http://c:8500",
+    mirror_sources = {{ eu = {{ bootstrap = "a:9091,b:9091", username = "mirror", password = "x" }},
+                        us = {{ bootstrap = "c:9091", username = "mirror", password = "y" }} }} }})
+}}
+output "edge" {{
+  value = templatefile("{y}/edge_group/templates/edge-compose.yaml.tftpl", {{
+    image = "geoingest:0.1.0", region = "eu", public_port = 8080, metrics_port = 9100, workers = 2,
+    kafka_bootstrap = "k:9092", kafka_username = "edge", kafka_password = "p", consul_url = "http://c:8500" }})
+}}
+output "consul" {{
+  value = templatefile("{y}/consul/templates/cloud-init.yaml.tftpl", {{
+    ssh_public_key = "ssh-ed25519 AAAA", server_config = jsonencode({{ server = true, retry_join = ["10.0.0.10"] }}) }})
+}}
+''')
+    for argv in (["init", "-no-color"], ["apply", "-auto-approve", "-no-color"]):
+        result = subprocess.run([TERRAFORM, *argv], cwd=tmp_path, capture_output=True, text=True,
+                                env=TF_ENV, timeout=120)
+        assert result.returncode == 0, result.stderr
+    out = json.loads(subprocess.run([TERRAFORM, "output", "-json", "-no-color"], cwd=tmp_path,
+                                    capture_output=True, text=True, env=TF_ENV, timeout=60).stdout)
+    central = yaml.safe_load(out["central"]["value"])["services"]
+    assert central["geo-mirror"]["command"] == ["geo-mirror", "--region", "eu=a:9091,b:9091",
+                                                "--region", "us=c:9091"]
+    assert central["geo-central"]["environment"]["GEO_CENTRAL_BOOTSTRAP"] == "k:9092"
+    edge = yaml.safe_load(out["edge"]["value"])["services"]["geo-edge"]["environment"]
+    assert edge["GEO_EDGE_REGION"] == "eu" and edge["GEO_EDGE_LISTEN"] == "0.0.0.0:8080"
+    cloud_init = yaml.safe_load(out["consul"]["value"])
+    assert json.loads(cloud_init["write_files"][0]["content"])["retry_join"] == ["10.0.0.10"]

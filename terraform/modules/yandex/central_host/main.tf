@@ -57,7 +57,6 @@ resource "yandex_compute_instance" "central" {
       central_username = var.kafka_users["central"].username
       central_password = var.kafka_users["central"].password
       mirror_sources   = var.mirror_sources
-      sources          = join(";", [for name, s in var.mirror_sources : "${name}=${s.bootstrap}"])
       mirror_port      = var.settings.mirror_port
       http_port        = var.settings.http_port
       consul_url       = var.consul_url
