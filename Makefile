@@ -8,7 +8,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 PYTEST_ARGS ?=
 
 .PHONY: help deps system-deps venv kafka consul test test-fast test-slow test-faults \
-        bench-edge bench-mirror bench-central bench-stack up demo clean
+        bench-edge bench-mirror bench-central bench-stack up demo clean \
+        compose-gen compose-up tf-fmt
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -61,6 +62,15 @@ up: deps  ## the local geo stack: 3 Kafka clusters, Consul, 4 edges, mirror, cen
 
 demo: deps  ## the local stack, simulated clients, a regional failover, a JSON summary
 	$(BIN)/python -m geostack.demo
+
+compose-gen: venv  ## regenerate docker-compose.geo.yml and the Prometheus configs from regions.yaml
+	$(BIN)/python scripts/gen_compose.py
+
+compose-up: compose-gen  ## the geo stack in containers (needs a Docker engine)
+	docker compose -f docker-compose.geo.yml up --build -d
+
+tf-fmt:  ## check Terraform formatting
+	terraform fmt -check -recursive terraform
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
