@@ -92,7 +92,9 @@ async def run(args: Any) -> None:
         server = uvicorn.Server(uvicorn.Config(build_app(queries, metrics, health), host=args.host,
                                                port=args.port, log_config=None, access_log=False,
                                                lifespan="off"))
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # uvicorn >= 0.29 captures SIGTERM itself and re-raises it on exit; the service's own
+        # shutdown event handles signals here.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         server_task = asyncio.create_task(server.serve())
         log.info("geo-central serving", extra={"host": args.host, "port": args.port,
                                                 "clickhouse": args.clickhouse_url or args.data_dir})

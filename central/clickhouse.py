@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Protocol
 
@@ -56,6 +57,8 @@ class ChdbClient:
     """ClickHouse embedded in this process (chdb), its data kept in ``path``.
 
     chdb allows one data path per process at a time; close this client before opening another.
+    Calls are serialised: chdb's query parameters are per connection state, and concurrent
+    parameterised queries on one session were seen to lose their parameters.
     """
 
     def __init__(self, path: str) -> None:
@@ -63,12 +66,14 @@ class ChdbClient:
 
         self.path = path
         self._session = chdb.session.Session(path)
+        self._lock = threading.Lock()
 
     def _run(self, sql: str, fmt: str, params: Mapping[str, Any] | None) -> bytes:
         from chdb import ChdbError
 
         try:
-            result = self._session.query(sql, fmt, params=_stringify(params))
+            with self._lock:
+                result = self._session.query(sql, fmt, params=_stringify(params))
         except (ChdbError, RuntimeError, ValueError) as exc:
             raise ClickHouseError(str(exc)) from exc
         return result.bytes() if hasattr(result, "bytes") else bytes(result)
