@@ -28,7 +28,7 @@ venv: $(BIN)/.installed  ## the virtualenv with the project and its test tools
 kafka: venv  ## fetch Apache Kafka's jars from Maven Central into $(GEOINGEST_CACHE)
 	$(BIN)/geo-kafka fetch >/dev/null
 
-consul: ## a consul binary: on PATH, cached, or built from the Go module proxy (1.16 line)
+consul: ## a consul binary: on PATH, cached, or built from the Go module proxy (1.14.11, see harness/consul_build)
 	@bash harness/consul_build/build.sh >/dev/null
 
 deps: system-deps venv kafka consul

@@ -385,14 +385,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def start_agents(datacenters: Sequence[str], workdir: Path, *, federate: bool = True,
-                 **kwargs: Any) -> list[ConsulAgent]:
-    """One agent per datacenter (started in parallel), WAN-joined to the first when ``federate``.
+                 ports: Sequence[ConsulPorts] | None = None, **kwargs: Any) -> list[ConsulAgent]:
+    """One agent per datacenter (started in parallel), WAN-joined to the first when ``federate``;
+    ``ports``: one ``ConsulPorts`` per datacenter (free ports when omitted).
     With ``acl=True`` the first datacenter is the primary and holds the management token."""
     kwargs = dict(kwargs)
     if kwargs.get("acl"):
         kwargs.setdefault("management_token", str(uuid.uuid4()))
         kwargs.setdefault("primary_datacenter", datacenters[0])
-    agents = [ConsulAgent(Path(workdir) / dc, datacenter=dc, **kwargs) for dc in datacenters]
+    port_sets = list(ports) if ports is not None else [ConsulPorts() for _ in datacenters]
+    agents = [ConsulAgent(Path(workdir) / dc, datacenter=dc, ports=p, **kwargs)
+              for dc, p in zip(datacenters, port_sets)]
     try:
         for agent in agents:
             agent.start(wait=False)
