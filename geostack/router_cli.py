@@ -26,7 +26,7 @@ from service_kit.shutdown import shutdown_event
 from service_kit.steering import steering_pools
 
 
-def parser() -> EnvArgumentParser:
+def build_parser() -> EnvArgumentParser:
     p = EnvArgumentParser(prog="geo-router", description=__doc__)
     p.add_argument("--host", default="127.0.0.1", env="GEO_ROUTER_HOST", help="public listen address")
     p.add_argument("--port", type=int, default=8080, env="GEO_ROUTER_PORT", help="public port")
@@ -83,7 +83,7 @@ async def serve(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     configure_logging(args.log_level, service="geo-router")
     import uvloop
 
