@@ -1,0 +1,1 @@
+"""Benchmarks: python -m bench.<component>; each prints figures, the last line one JSON object."""

@@ -1,0 +1,187 @@
+"""Edge benchmark: one Kafka cluster, one edge (a uvicorn worker per core), wrk over keep-alive.
+
+    python -m bench.edge [--duration 10] [--connections 64]
+
+Prints single-event requests/s, batched events/s (100-event NDJSON), p50/p99 latency, edge RSS,
+Kafka's own ProducerPerformance rate for the same record size, and a py-spy profile summary of one
+worker. The last line is one JSON object. Not a test: figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from edge.config import EdgeConfig
+from edge.testing import edge_argv, edge_env, wait_status
+from harness.kafka import KafkaCluster, java_command
+from harness.ports import free_port
+from harness.process import spawn, terminate
+
+EVENT = orjson.dumps({"event": "page_view", "os": "linux", "browser": "firefox", "user_id": "user-12345",
+                      "url": "https://shop.example/p/42", "ts": 1700000000000})
+
+
+def lua_post(path: Path, route: str, body: bytes, ctype: str) -> Path:
+    body_lua = body.decode().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    path.write_text(f'wrk.method = "POST"\nwrk.path = "{route}"\nwrk.body = "{body_lua}"\n'
+                    f'wrk.headers["Content-Type"] = "{ctype}"\n'
+                    'done = function(summary, latency, requests)\n'
+                    '  io.write(string.format("P50 %d\\nP99 %d\\nNON2XX %d\\n", latency:percentile(50),'
+                    ' latency:percentile(99), summary.errors.status))\nend\n')
+    return path
+
+
+def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = int(re.search(r"^P50 (\d+)", out, re.M).group(1)) / 1000
+    p99 = int(re.search(r"^P99 (\d+)", out, re.M).group(1)) / 1000
+    non2xx = int(re.search(r"^NON2XX (\d+)", out, re.M).group(1))
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": non2xx,
+            "socket_errors": errors.group(1) if errors else ""}
+
+
+def tree_pids(root: int) -> list[int]:
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children[ppid].append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def worker_pids(root: int) -> list[int]:
+    return [p for p in tree_pids(root) if p != root and b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float]]:
+    """py-spy raw (collapsed) samples of one worker; returns the top self-time frames (share)."""
+    subprocess.run([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
+                    "--format", "raw", "--output", str(out), "--nonblocking"],
+                   capture_output=True, check=True)
+    self_time: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.split(";")[-1]
+        leaf = re.sub(r" \(/.*?site-packages/", " (", leaf)
+        self_time[leaf] += int(count)
+        total += int(count)
+    return [(frame, n / total) for frame, n in self_time.most_common(15)]
+
+
+def producer_perf(bootstrap: str, records: int, size: int, compression: str) -> float:
+    argv = java_command("org.apache.kafka.tools.ProducerPerformance", "--topic", "bench-perf",
+                        "--num-records", str(records), "--record-size", str(size), "--throughput", "-1",
+                        "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all",
+                        f"compression.type={compression}", "linger.ms=5", "enable.idempotence=true",
+                        heap="256m")
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    last = [l for l in out.splitlines() if "records sent" in l][-1]
+    return float(re.search(r"([\d.]+) records/sec", last).group(1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=12, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch", type=int, default=100, help="events per batch request")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
+    cluster = KafkaCluster(work / "kafka", heap="512m").start()
+    port = free_port()
+    cfg = EdgeConfig(host="127.0.0.1", port=port, metrics_host="127.0.0.1", metrics_port=free_port(),
+                     kafka=cluster.bootstrap, topic="bench-events", workers=args.workers,
+                     max_pending_events=200_000, log_level="warning")
+    edge = spawn(edge_argv(cfg), work / "edge.log", env=edge_env())
+    base = f"http://127.0.0.1:{port}"
+    result: dict[str, object] = {"workers": args.workers, "cores": os.cpu_count(), "event_bytes": len(EVENT)}
+    try:
+        wait_status(base + "/status", 200, 90)
+        for _ in range(200):  # warm up every worker's producer
+            httpx.post(base + "/post", content=EVENT)
+        single = lua_post(work / "single.lua", "/post", EVENT, "application/json")
+        batch_body = b"\n".join([EVENT] * args.batch) + b"\n"
+        batch = lua_post(work / "batch.lua", "/v1/events", batch_body, "application/x-ndjson")
+
+        s = run_wrk(base, single, args.duration, args.connections)
+        print(f"single /post: {s['rps']:.0f} req/s  p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms"
+              f"  non-2xx {s['non_2xx']} {s['socket_errors']}", flush=True)
+        rss_single = rss_mb(tree_pids(edge.pid))
+        b = run_wrk(base, batch, args.duration, max(8, args.connections // 4))
+        print(f"batch /v1/events x{args.batch}: {b['rps'] * args.batch:.0f} events/s ({b['rps']:.0f} req/s)"
+              f"  p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms  non-2xx {b['non_2xx']}", flush=True)
+        rss = max(rss_single, rss_mb(tree_pids(edge.pid)))
+        print(f"edge RSS (supervisor + workers): {rss:.0f} MB", flush=True)
+
+        workers = worker_pids(edge.pid)
+        top: list[tuple[str, float]] = []
+        if workers:
+            prof_secs = 6
+            loader = subprocess.Popen(["wrk", "-t", "1", "-c", str(args.connections), "-d", f"{prof_secs + 2}s",
+                                       "-s", str(single), base], stdout=subprocess.DEVNULL)
+            time.sleep(1)
+            try:
+                top = profile(workers[0], prof_secs, work / "profile.txt")
+            except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+                print(f"py-spy failed: {exc}", flush=True)
+            loader.wait()
+            print(f"py-spy (one worker under /post load, self time; raw stacks in {work / 'profile.txt'}):")
+            for frame, share in top:
+                print(f"  {share * 100:5.1f}%  {frame}")
+
+        perf = producer_perf(cluster.bootstrap, 1_000_000, len(EVENT), cfg.compression)
+        print(f"Kafka ProducerPerformance ({len(EVENT)} B, acks=all, {cfg.compression}): {perf:.0f} records/s",
+              flush=True)
+        result.update({
+            "single_rps": round(s["rps"]), "single_p50_ms": s["p50_ms"], "single_p99_ms": s["p99_ms"],
+            "single_non_2xx": s["non_2xx"],
+            "batch_events_per_s": round(b["rps"] * args.batch), "batch_requests_per_s": round(b["rps"]),
+            "batch_p50_ms": b["p50_ms"], "batch_p99_ms": b["p99_ms"], "batch_non_2xx": b["non_2xx"],
+            "edge_rss_mb": round(rss), "kafka_producer_perf_records_per_s": round(perf),
+            "profile_top": [[f, round(sh, 3)] for f, sh in top[:8]],
+        })
+    finally:
+        terminate(edge, 30)
+        cluster.stop()
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
