@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import OffsetOutOfRangeError
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 
 from mirror.backoff import Backoff
@@ -341,6 +341,11 @@ class RegionFlow:
         except OffsetOutOfRangeError as exc:
             await self._out_of_range(exc.args[0] if exc.args else {})
             return
+        except NoOffsetForPartitionError as exc:
+            # The fetcher looked for a position in the *source* group before the rebalance
+            # listener had sought to the central one: seek again to what we know.
+            await self._reseek(exc.args)
+            return
         if not batches:
             return
         async with self._lock:
@@ -459,6 +464,17 @@ class RegionFlow:
             observe(max(0.0, (now_ms - record.timestamp) / 1000))
         if topic == self.cfg.heartbeat_topic:
             self.metrics.heartbeat_ts.labels(self.region).set(records[-1].timestamp / 1000)
+
+    async def _reseek(self, tps: Sequence[object]) -> None:
+        assert self._consumer is not None
+        for tp in tps:
+            state = self._parts.get(tp) if isinstance(tp, TopicPartition) else None
+            if state is None or not state.ready:
+                continue  # its initialisation (or repair) will seek
+            if state.next_offset is None:
+                await self._consumer.seek_to_beginning(state.source)
+            else:
+                self._consumer.seek(state.source, state.next_offset)
 
     async def _out_of_range(self, offsets: dict[TopicPartition, int]) -> None:
         """Source retention deleted records we had not copied: count, log, alert, move on."""
