@@ -123,7 +123,7 @@ class KafkaCluster:
         if not (self.workdir / "data" / "meta.properties").exists():
             subprocess.run(
                 java_command("kafka.tools.StorageTool", "format", "--config", str(config),
-                             "--cluster-id", self.cluster_id, "--ignore-formatted",
+                             f"--cluster-id={self.cluster_id}", "--ignore-formatted",
                              heap="128m", log_config=self.workdir / "log4j2.properties"),
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
