@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -17,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edge import lifecycle, metrics
+from edge.consul_registration import ConsulRegistrar, EdgeRegistration
 from edge.config import EdgeConfig
 from edge.enrich import Enricher, ProxyTrust
 from edge.handlers import BatchEvents, EdgeContext, PixelEvent, PostEvent
@@ -66,6 +68,11 @@ def create_app(config: EdgeConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await sink.start()
+        if config.consul_url:
+            registrar = edge_registrar(config)
+            registrar.start()
+            life.add_pre_shutdown_hook(
+                lambda: registrar.drain_and_deregister(config.consul_drain_timeout))
         try:
             yield
         finally:
@@ -95,6 +102,27 @@ def create_app(config: EdgeConfig) -> Starlette:
     app.state.sink = sink
     app.state.lifecycle = life
     return app
+
+
+def edge_registrar(config: EdgeConfig) -> ConsulRegistrar:
+    """The Consul registrar of this edge: service ``edge``, id = node id, check on ``/status``."""
+    address = config.advertise_address or ("127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host)
+    scheme = "https" if config.tls_cert else "http"
+    return ConsulRegistrar(
+        url=config.consul_url, token=config.consul_token or None,
+        registration=EdgeRegistration(
+            service_id=config.node_id, address=address, port=config.port, region=config.region,
+            version=edge_version(), check_url=f"{scheme}://{address}:{config.port}/status",
+            check_interval=config.consul_check_interval,
+            deregister_critical_after=config.consul_deregister_after),
+    )
+
+
+def edge_version() -> str:
+    try:
+        return importlib.metadata.version("geoingest")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
 
 
 def create_app_from_env() -> Starlette:

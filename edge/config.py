@@ -58,6 +58,12 @@ class EdgeConfig:
     drain_delay: float = 0.0
     shutdown_timeout: float = 30.0
     kafka_check_interval: float = 2.0
+    consul_url: str = ""
+    consul_token: str = ""
+    advertise_address: str = ""
+    consul_check_interval: str = "1s"
+    consul_deregister_after: str = "1m"
+    consul_drain_timeout: float = 10.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -158,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
       help="seconds in-flight requests get to finish after the listener closed")
     a("--kafka-check-interval", env="GEO_EDGE_KAFKA_CHECK_INTERVAL", type=float,
       default=d.kafka_check_interval, help="seconds between Kafka connectivity probes")
+    a("--consul-url", env="GEO_EDGE_CONSUL_URL", default=d.consul_url,
+      help="Consul agent HTTP API: register service `edge` with a /status check (empty: no Consul)")
+    a("--consul-token", env="GEO_EDGE_CONSUL_TOKEN", default=d.consul_token,
+      help="Consul ACL token (policy `edge`); never logged")
+    a("--advertise-address", env="GEO_EDGE_ADVERTISE_ADDRESS", default=d.advertise_address,
+      help="address registered in Consul (default: the listen host, or 127.0.0.1 for 0.0.0.0)")
+    a("--consul-check-interval", env="GEO_EDGE_CONSUL_CHECK_INTERVAL", default=d.consul_check_interval,
+      help="interval of Consul's HTTP check on /status")
+    a("--consul-deregister-after", env="GEO_EDGE_CONSUL_DEREGISTER_AFTER", default=d.consul_deregister_after,
+      help="Consul removes the edge after its check was critical this long (a killed edge)")
+    a("--consul-drain-timeout", env="GEO_EDGE_CONSUL_DRAIN_TIMEOUT", type=float, default=d.consul_drain_timeout,
+      help="on SIGTERM, longest wait for Consul to see the check critical before deregistering")
     a("--log-level", env="GEO_EDGE_LOG_LEVEL", default=d.log_level, help="log level")
     return p
 
@@ -183,7 +201,10 @@ def parse_config(argv: Sequence[str] | None = None) -> EdgeConfig:
             trusted_proxies=tuple(x for o in ns.trusted_proxies for x in o.split(",") if x),
             tls_cert=ns.tls_cert, tls_key=ns.tls_key, workers=ns.workers, drain_delay=ns.drain_delay,
             shutdown_timeout=ns.shutdown_timeout, kafka_check_interval=ns.kafka_check_interval,
-            log_level=ns.log_level,
+            consul_url=ns.consul_url, consul_token=ns.consul_token,
+            advertise_address=ns.advertise_address, consul_check_interval=ns.consul_check_interval,
+            consul_deregister_after=ns.consul_deregister_after,
+            consul_drain_timeout=ns.consul_drain_timeout, log_level=ns.log_level,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -62,8 +62,9 @@ class ConsulRegistrar:
         """Start the background registration loop."""
         self._task = asyncio.create_task(self._keep_registered(), name="consul-registrar")
 
-    async def drain_and_deregister(self, critical_timeout: float = 10.0) -> None:
-        """Wait (bounded) until Consul sees the check critical, then deregister; never raises."""
+    async def drain_and_deregister(self, critical_timeout: float = 10.0, linger: float = 1.0) -> None:
+        """Wait (bounded) until Consul sees the check critical, keep the critical entry ``linger``
+        seconds so that watchers (blocking queries, monitors) see it, then deregister; never raises."""
         if self._task is not None:
             self._task.cancel()
         try:
@@ -71,6 +72,8 @@ class ConsulRegistrar:
             while asyncio.get_running_loop().time() < loop_deadline:
                 status = await self._call(self._check_status)
                 if status in ("critical", None):
+                    if status == "critical":
+                        await asyncio.sleep(linger)
                     break
                 await asyncio.sleep(0.2)
             await self._call(self._deregister)
