@@ -80,6 +80,12 @@ def build_app(queries: Queries, metrics: CentralMetrics, health: Health) -> Star
     async def summary(_: Request) -> Any:
         return await queries.summary()
 
+    async def audit(request: Request) -> Any:
+        run_id = request.query_params.get("run_id", "")
+        if not 1 <= len(run_id) <= 100:
+            raise BadParameter("run_id: 1 to 100 characters")
+        return await queries.audit(run_id, request.query_params.get("ids") == "1")
+
     async def status(_: Request) -> Response:
         ok, details = await health()
         return _json({"status": "ok" if ok else "unavailable", **details}, 200 if ok else 503)
@@ -102,5 +108,6 @@ def build_app(queries: Queries, metrics: CentralMetrics, health: Health) -> Star
         Route("/api/freshness", endpoint("freshness", freshness)),
         Route("/api/events/{event_id:str}", endpoint("event", event)),
         Route("/api/summary", endpoint("summary", summary)),
+        Route("/api/audit", endpoint("audit", audit)),
         Route("/status", status), Route("/healthz", status), Route("/metrics", prometheus),
     ])

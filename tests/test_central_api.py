@@ -107,3 +107,35 @@ async def test_bad_parameters_are_400(api, query: str) -> None:
     assert response.status_code == 400, response.text
     assert "error" in response.json()
     assert (await client.get("/api/summary")).json()["events"] == 16
+
+
+async def test_audit_counts_a_run_once(tmp_path: Path) -> None:
+    clickhouse = AsyncClickHouse(ChdbClient(str(tmp_path / "chdb-audit")))
+    tables = Tables("geo")
+    await clickhouse.in_writer(create_schema, clickhouse.client, tables, False)
+    now = int(time.time() * 1000)
+    rows = []
+    for i in range(6):  # run r1: 4 events in eu, 2 in us; event r1-0 delivered twice (offsets 0, 100)
+        region = "eu" if i < 4 else "us"
+        doc = {"event": "view", "run_id": "r1"}
+        rows.append(event_row(KafkaRecord(f"{region}.events", 0, i, None, orjson.dumps(doc),
+                                          event_headers(f"r1-{i}", region, now)), now + 5, 1 << 20))
+    rows.append(event_row(KafkaRecord("eu.events", 0, 100, None, b'{"event":"view","run_id":"r1"}',
+                                      event_headers("r1-0", "eu", now)), now + 5, 1 << 20))
+    rows.append(event_row(KafkaRecord("eu.events", 0, 7, None, b'{"event":"view","run_id":"other"}',
+                                      event_headers("o-1", "eu", now)), now + 5, 1 << 20))
+    data = b"\n".join(orjson.dumps(r) for r in rows) + b"\n"
+    await clickhouse.insert(tables.events, data)
+    await clickhouse.insert(tables.events, data)  # a loader replay
+
+    async def health() -> tuple[bool, dict[str, Any]]:
+        return True, {}
+
+    app = build_app(Queries(clickhouse, tables), CentralMetrics(), health)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://central") as client:
+        doc = (await client.get("/api/audit?run_id=r1&ids=1")).json()
+        assert (await client.get("/api/audit")).status_code == 400
+    clickhouse.close()
+    assert doc["events"] == 6 and doc["by_region"] == {"eu": 4, "us": 2}
+    assert doc["duplicates"] == 0
+    assert sorted(doc["event_ids"]) == [f"r1-{i}" for i in range(6)]
