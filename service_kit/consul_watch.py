@@ -44,11 +44,14 @@ def consul_client(url: str, token: str | None = None, dc: str | None = None,
 
 class ServiceWatch:
     """Watch service ``service`` in each of ``datacenters``; ``on_change(dc, instances)`` is called
-    from the watcher thread whenever a datacenter's passing set changes."""
+    from the watcher thread whenever a datacenter's set changes. ``passing_only=False`` keeps
+    instances whose checks fail (registered is what counts, not healthy)."""
 
     def __init__(self, url: str, service: str, datacenters: list[str], token: str | None = None,
-                 wait: str = "5s", on_change: Callable[[str, tuple[Instance, ...]], None] | None = None) -> None:
+                 wait: str = "5s", on_change: Callable[[str, tuple[Instance, ...]], None] | None = None,
+                 passing_only: bool = True) -> None:
         self.url, self.service, self.token, self.wait = url, service, token, wait
+        self.passing_only = passing_only
         self.datacenters = list(datacenters)
         self.on_change = on_change
         self._instances: dict[str, tuple[Instance, ...]] = {}
@@ -90,7 +93,7 @@ class ServiceWatch:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                index, entries = client.health.service(self.service, passing=True, index=index,
+                index, entries = client.health.service(self.service, passing=self.passing_only, index=index,
                                                        wait=self.wait, dc=dc)
                 backoff = 0.2
             except Exception as exc:  # Consul down or slow: keep the last known set
