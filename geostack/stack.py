@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 
 from harness.consul import ConsulAgent, ConsulPorts, start_agents
-from harness.kafka import KafkaCluster, start_clusters
+from harness.kafka import KafkaCluster
 from harness.ports import free_port
+from harness.tcp_proxy import TcpProxy
 from harness.process import wait_until
 from geostack.processes import ServiceProcess, python_entry
 from service_kit.regions import Regions, load_regions
@@ -48,6 +49,7 @@ class LocalStack:
     acl: bool = True
     regions: Regions = field(default_factory=load_regions)
     kafka: dict[str, KafkaCluster] = field(default_factory=dict, init=False)
+    wan: dict[str, TcpProxy] = field(default_factory=dict, init=False)
     consul: dict[str, ConsulAgent] = field(default_factory=dict, init=False)
     tokens: dict[str, str] = field(default_factory=dict, init=False)
     edges: list[EdgeNode] = field(default_factory=list, init=False)
@@ -87,6 +89,8 @@ class LocalStack:
             agent.stop()
         for cluster in self.kafka.values():
             cluster.stop()
+        for proxy in self.wan.values():
+            proxy.stop()
 
     def __enter__(self) -> "LocalStack":
         return self.start()
@@ -155,11 +159,27 @@ class LocalStack:
         return fixed if self.fixed_ports else free_port()
 
     def _start_kafka(self) -> None:
-        names = [r.name for r in self.regions.regions]
-        ports = ([(r.local["kafka_port"], r.local["kafka_controller_port"]) for r in self.regions.regions]
-                 if self.fixed_ports else None)
-        clusters = start_clusters(len(names), self.workdir / "kafka", names=names, ports=ports)
-        self.kafka = dict(zip(names, clusters))
+        """A cluster per region; an edge region's cluster also listens on a WAN port that the
+        mirror reaches only through a cuttable proxy (the link from the region to the centre)."""
+        regions = self.regions.regions
+        wan_ports = {r.name: free_port() for r in self.regions.edge_regions}
+        for name, port in wan_ports.items():
+            self.wan[name] = TcpProxy("127.0.0.1", port).start()
+        ports = [(r.local["kafka_port"], r.local["kafka_controller_port"]) if self.fixed_ports else (0, 0)
+                 for r in regions]
+        clusters = [KafkaCluster(self.workdir / "kafka" / r.name, port=p, controller_port=c,
+                                 wan_port=wan_ports.get(r.name, 0),
+                                 wan_advertised=self.wan[r.name].address if r.name in self.wan else "")
+                    for r, (p, c) in zip(regions, ports)]
+        self.kafka = {r.name: c for r, c in zip(regions, clusters)}
+        for cluster in clusters:
+            cluster.start(wait=False)
+        for cluster in clusters:
+            cluster.wait_ready()
+
+    def region_bootstrap(self, region: str) -> str:
+        """How the centre reaches a region's Kafka: through its WAN link (edge regions)."""
+        return self.wan[region].address if region in self.wan else self.kafka[region].bootstrap
 
     def _start_consul(self) -> None:
         central_dc = self.regions.central.consul_datacenter
@@ -188,7 +208,8 @@ class LocalStack:
             body = {
                 "ID": f"kafka-{region.name}", "Name": "kafka", "Address": "127.0.0.1",
                 "Port": cluster.port, "Tags": [f"region-{region.name}", region.role],
-                "Meta": {"region": region.name, "bootstrap": cluster.bootstrap, "role": region.role},
+                "Meta": {"region": region.name, "bootstrap": self.region_bootstrap(region.name),
+                         "role": region.role},
                 "Check": {"CheckID": f"kafka-{region.name}-tcp", "Name": "kafka listener",
                           "TCP": cluster.bootstrap, "Interval": "1s", "Timeout": "1s"},
             }

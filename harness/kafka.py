@@ -85,7 +85,9 @@ class KafkaCluster:
     """One Kafka process acting as broker and KRaft controller on loopback ports.
 
     ``workdir`` keeps the data (``data/``), the config and the logs (``kafka.log``, ``stdout.log``),
-    so a stopped cluster starts again with its topics and offsets.
+    so a stopped cluster starts again with its topics and offsets. ``wan_port`` adds a second
+    listener advertised as ``wan_advertised`` (e.g. a ``TcpProxy`` in front of it), so that remote
+    clients such as the mirror reach the cluster only through that address.
     """
 
     workdir: Path
@@ -94,6 +96,8 @@ class KafkaCluster:
     partitions: int = 3
     heap: str = "384m"
     log_level: str = "WARN"
+    wan_port: int = 0
+    wan_advertised: str = ""
     cluster_id: str = field(default_factory=lambda: _cluster_id())
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -183,15 +187,22 @@ class KafkaCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "log4j2.properties").write_text(
             _LOG4J2.format(log=self.workdir / "kafka.log", level=self.log_level))
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+        advertised = f"PLAINTEXT://127.0.0.1:{self.port}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.wan_port:
+            listeners += f",WAN://127.0.0.1:{self.wan_port}"
+            advertised += f",WAN://{self.wan_advertised or f'127.0.0.1:{self.wan_port}'}"
+            protocols += ",WAN:PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": listeners,
+            "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.workdir / "data"),
             "num.partitions": str(self.partitions),
             "auto.create.topics.enable": "true",

@@ -87,3 +87,30 @@ def test_cluster_is_a_context_manager(tmp_path, unique_topic) -> None:
         asyncio.run(_produce(cluster.bootstrap, unique_topic, [b"x"]))
         pid = cluster.pid
     assert pid is not None and not _alive(pid)
+
+
+def test_wan_listener_through_a_cuttable_proxy(kafka_factory, unique_topic) -> None:
+    from harness.ports import free_port
+    from harness.tcp_proxy import TcpProxy
+
+    wan_port = free_port()
+    proxy = TcpProxy("127.0.0.1", wan_port).start()
+    try:
+        (cluster,) = kafka_factory(1, wan_port=wan_port, wan_advertised=proxy.address)
+        asyncio.run(_produce(proxy.address, unique_topic, [b"via-wan"]))
+        assert proxy.connections > 0
+        proxy.cut()
+
+        async def blocked() -> bool:
+            try:
+                async with asyncio.timeout(5):
+                    await _consume(proxy.address, unique_topic, 1)
+            except TimeoutError:
+                return True
+            return False
+
+        assert asyncio.run(blocked())
+        proxy.restore()
+        assert asyncio.run(_consume(proxy.address, unique_topic, 1)) == [b"via-wan"]
+    finally:
+        proxy.stop()
