@@ -61,7 +61,7 @@ class Central:
             transaction_timeout_ms=cfg.transaction_timeout_ms,
             compression_type=cfg.compression,
             max_batch_size=512 * 1024, max_request_size=8 * 1024 * 1024,
-            linger_ms=5,
+            linger_ms=5, retry_backoff_ms=10,
             request_timeout_ms=int(cfg.operation_timeout_s * 1000),
         )
         try:
