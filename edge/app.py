@@ -17,11 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edge import lifecycle, metrics
+from edge import errors, lifecycle, metrics
+from edge.auth import load_write_keys
 from edge.consul_registration import ConsulRegistrar, EdgeRegistration
 from edge.config import EdgeConfig
 from edge.enrich import Enricher, ProxyTrust
 from edge.handlers import BatchEvents, EdgeContext, PixelEvent, PostEvent
+from edge.limits import StructureLimits, check_headers
+from edge.ratelimit import TokenBuckets
 from edge.sink import KafkaSink
 from edge.validation import make_checker
 
@@ -43,6 +46,12 @@ def create_app(config: EdgeConfig) -> Starlette:
         enricher=Enricher(config.region, config.node_id), trust=ProxyTrust(config.trusted_proxies),
         max_body_bytes=config.max_body_bytes, max_event_bytes=config.max_event_bytes,
         max_batch_events=config.max_batch_events, retry_after=str(config.retry_after).encode(),
+        structure=StructureLimits(config.max_json_depth, config.max_string_length),
+        write_keys=load_write_keys(config.write_keys_file),
+        ip_buckets=TokenBuckets(config.rate_limit_ip, config.rate_limit_ip_burst,
+                                config.rate_limit_table_size) if config.rate_limit_ip else None,
+        key_buckets=TokenBuckets(config.rate_limit_key, config.rate_limit_key_burst,
+                                 config.rate_limit_table_size) if config.rate_limit_key else None,
     )
     openapi_json = orjson.dumps(load_openapi())
     status_counters = {code: metrics.REQUESTS.labels("/status", str(code)) for code in (200, 503)}
@@ -81,12 +90,13 @@ def create_app(config: EdgeConfig) -> Starlette:
                 from prometheus_client import multiprocess
                 multiprocess.mark_process_dead(os.getpid())
 
-    middleware = []
+    middleware = [Middleware(HeaderLimits, max_count=config.max_headers, max_bytes=config.max_header_bytes)]
     if config.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-            allow_headers=["content-type", "content-encoding", "idempotency-key", "x-sent-at"],
-            expose_headers=["retry-after"], max_age=600))
+            allow_headers=["content-type", "content-encoding", "idempotency-key", "x-sent-at",
+                           "authorization", "x-write-key"],
+            expose_headers=["retry-after", "www-authenticate"], max_age=600))
     app = Starlette(
         routes=[
             Route("/post", PostEvent(ctx), methods=["POST"]),
@@ -101,7 +111,34 @@ def create_app(config: EdgeConfig) -> Starlette:
     app.state.config = config
     app.state.sink = sink
     app.state.lifecycle = life
+    app.state.context = ctx
     return app
+
+
+class HeaderLimits:
+    """ASGI middleware: 431 ``headers_too_large`` when a request has too many or too large header
+    fields (httptools itself enforces no limit on them)."""
+
+    def __init__(self, app: Any, max_count: int, max_bytes: int) -> None:
+        self.app = app
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._counter = metrics.REQUESTS.labels("*", "431")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            try:
+                check_headers(scope["headers"], self.max_count, self.max_bytes)
+            except errors.EdgeError as exc:
+                body = exc.body()
+                metrics.EVENTS_REJECTED.labels(exc.reason).inc()
+                self._counter.inc()
+                await send({"type": "http.response.start", "status": exc.status, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                    (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def edge_registrar(config: EdgeConfig) -> ConsulRegistrar:

@@ -59,11 +59,21 @@ class EdgeConfig:
     shutdown_timeout: float = 30.0
     kafka_check_interval: float = 2.0
     consul_url: str = ""
-    consul_token: str = ""
+    consul_token: str = field(default="", repr=False)
     advertise_address: str = ""
     consul_check_interval: str = "1s"
     consul_deregister_after: str = "1m"
     consul_drain_timeout: float = 10.0
+    write_keys_file: str = ""
+    rate_limit_ip: float = 0.0
+    rate_limit_ip_burst: int = 100
+    rate_limit_key: float = 0.0
+    rate_limit_key_burst: int = 1000
+    rate_limit_table_size: int = 100_000
+    max_headers: int = 100
+    max_header_bytes: int = 16384
+    max_json_depth: int = 32
+    max_string_length: int = 8192
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -78,11 +88,15 @@ class EdgeConfig:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
         for name in ("max_body_bytes", "max_event_bytes", "max_batch_events", "max_pending_events",
-                     "workers", "topic_partitions", "topic_replication"):
+                     "workers", "topic_partitions", "topic_replication", "rate_limit_ip_burst",
+                     "rate_limit_key_burst", "rate_limit_table_size", "max_headers",
+                     "max_header_bytes", "max_json_depth", "max_string_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.produce_timeout <= 0:
             raise ValueError("produce_timeout must be > 0")
+        if self.rate_limit_ip < 0 or self.rate_limit_key < 0:
+            raise ValueError("rate limits must be >= 0 (0: off)")
 
     def to_env(self) -> str:
         """The configuration as JSON, for ``GEO_EDGE_CONFIG_JSON``."""
@@ -176,6 +190,28 @@ def build_parser() -> argparse.ArgumentParser:
       help="Consul removes the edge after its check was critical this long (a killed edge)")
     a("--consul-drain-timeout", env="GEO_EDGE_CONSUL_DRAIN_TIMEOUT", type=float, default=d.consul_drain_timeout,
       help="on SIGTERM, longest wait for Consul to see the check critical before deregistering")
+    a("--write-keys-file", env="GEO_EDGE_WRITE_KEYS_FILE", default=d.write_keys_file,
+      help="file of write keys, one `source:key` per line; with keys (file or GEO_EDGE_WRITE_KEYS, "
+           "a comma list of source:key) every event request needs one: Authorization: Bearer KEY "
+           "or X-Write-Key: KEY (pixel also ?key=), else 401. Keys are never logged")
+    a("--rate-limit-ip", env="GEO_EDGE_RATE_LIMIT_IP", type=float, default=d.rate_limit_ip,
+      help="requests/s per client IP and worker (token bucket; 0: off); above → 429")
+    a("--rate-limit-ip-burst", env="GEO_EDGE_RATE_LIMIT_IP_BURST", type=int, default=d.rate_limit_ip_burst,
+      help="bucket size per client IP")
+    a("--rate-limit-key", env="GEO_EDGE_RATE_LIMIT_KEY", type=float, default=d.rate_limit_key,
+      help="requests/s per write key and worker (0: off)")
+    a("--rate-limit-key-burst", env="GEO_EDGE_RATE_LIMIT_KEY_BURST", type=int, default=d.rate_limit_key_burst,
+      help="bucket size per write key")
+    a("--rate-limit-table-size", env="GEO_EDGE_RATE_LIMIT_TABLE_SIZE", type=int,
+      default=d.rate_limit_table_size, help="most buckets kept per worker and kind (LRU; idle ones expire)")
+    a("--max-headers", env="GEO_EDGE_MAX_HEADERS", type=int, default=d.max_headers,
+      help="most request header fields (431 above)")
+    a("--max-header-bytes", env="GEO_EDGE_MAX_HEADER_BYTES", type=int, default=d.max_header_bytes,
+      help="largest total of header names and values (431 above)")
+    a("--max-json-depth", env="GEO_EDGE_MAX_JSON_DEPTH", type=int, default=d.max_json_depth,
+      help="deepest nesting of objects/arrays in an event (400 too_deep)")
+    a("--max-string-length", env="GEO_EDGE_MAX_STRING_LENGTH", type=int, default=d.max_string_length,
+      help="longest string (value or key) in an event, in characters (400 string_too_long)")
     a("--log-level", env="GEO_EDGE_LOG_LEVEL", default=d.log_level, help="log level")
     return p
 
@@ -188,7 +224,7 @@ def parse_config(argv: Sequence[str] | None = None) -> EdgeConfig:
     mhost, mport = _split_addr(ns.metrics_listen, host)
     validation = ns.validation or ("schema" if ns.schema else "default")
     try:
-        return EdgeConfig(
+        config = EdgeConfig(
             host=host, port=port, metrics_host=mhost, metrics_port=mport, kafka=ns.kafka,
             topic=ns.topic, topic_partitions=ns.topic_partitions, topic_replication=ns.topic_replication,
             dead_letter_topic=ns.dead_letter_topic, region=ns.region, node_id=ns.node_id,
@@ -205,7 +241,15 @@ def parse_config(argv: Sequence[str] | None = None) -> EdgeConfig:
             advertise_address=ns.advertise_address, consul_check_interval=ns.consul_check_interval,
             consul_deregister_after=ns.consul_deregister_after,
             consul_drain_timeout=ns.consul_drain_timeout, log_level=ns.log_level,
+            write_keys_file=ns.write_keys_file, rate_limit_ip=ns.rate_limit_ip,
+            rate_limit_ip_burst=ns.rate_limit_ip_burst, rate_limit_key=ns.rate_limit_key,
+            rate_limit_key_burst=ns.rate_limit_key_burst, rate_limit_table_size=ns.rate_limit_table_size,
+            max_headers=ns.max_headers, max_header_bytes=ns.max_header_bytes,
+            max_json_depth=ns.max_json_depth, max_string_length=ns.max_string_length,
         )
+        from edge.auth import load_write_keys
+        load_write_keys(config.write_keys_file)  # fail at start, not in every worker
+        return config
     except ValueError as exc:
         parser.error(str(exc))
         raise  # unreachable

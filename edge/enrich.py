@@ -2,7 +2,7 @@
 
 Headers: ``event-id``, ``received-at``, ``region``, ``edge`` always; ``client-ip`` (forwarded
 headers only from trusted proxies), ``country`` (``CF-IPCountry`` from a trusted proxy) and
-``sent-at`` when known. Key: ``user_id``, else ``anonymous_id``, else the event id.
+``sent-at`` when known, ``source`` (the write key's source) when write keys are on. Key: ``user_id``, else ``anonymous_id``, else the event id.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class RequestContext:
     country: bytes | None
     sent_at: bytes | None
     idempotency_key: bytes | None
+    source: bytes | None = None
 
 
 class ProxyTrust:
@@ -121,6 +122,8 @@ class Enricher:
             headers.append(("client-ip", ctx.client_ip))
         if ctx.country is not None:
             headers.append(("country", ctx.country))
+        if ctx.source is not None:
+            headers.append(("source", ctx.source))
         sent = doc.get("sent_at")
         sent_at = sent_at_of(sent) if sent is not None else ctx.sent_at
         if sent_at is not None:

@@ -20,6 +20,12 @@ INVALID_FIELD = "invalid_field"
 SCHEMA_VIOLATION = "schema_violation"
 INVALID_QUERY = "invalid_query"
 ALL_REJECTED = "all_rejected"
+TOO_DEEP = "too_deep"
+STRING_TOO_LONG = "string_too_long"
+# 401 / 429 / 431: who may write, how often, how large the request head is
+UNAUTHORIZED = "unauthorized"
+RATE_LIMITED = "rate_limited"
+HEADERS_TOO_LARGE = "headers_too_large"
 # 413: over a size limit (after decompression)
 BODY_TOO_LARGE = "body_too_large"
 EVENT_TOO_LARGE = "event_too_large"
@@ -35,7 +41,8 @@ KAFKA_TIMEOUT = "kafka_timeout"
 STATUS_OF = {
     EMPTY_BODY: 400, INVALID_JSON: 400, INVALID_UTF8: 400, INVALID_GZIP: 400, NOT_AN_OBJECT: 400,
     NOT_AN_ARRAY: 400, EMPTY_BATCH: 400, MISSING_FIELD: 400, INVALID_FIELD: 400,
-    SCHEMA_VIOLATION: 400, INVALID_QUERY: 400, ALL_REJECTED: 400,
+    SCHEMA_VIOLATION: 400, INVALID_QUERY: 400, ALL_REJECTED: 400, TOO_DEEP: 400, STRING_TOO_LONG: 400,
+    UNAUTHORIZED: 401, RATE_LIMITED: 429, HEADERS_TOO_LARGE: 431,
     BODY_TOO_LARGE: 413, EVENT_TOO_LARGE: 413, TOO_MANY_EVENTS: 413,
     UNSUPPORTED_MEDIA_TYPE: 415, UNSUPPORTED_ENCODING: 415,
     OVERLOADED: 503, KAFKA_UNAVAILABLE: 503, KAFKA_TIMEOUT: 503,
@@ -43,13 +50,15 @@ STATUS_OF = {
 
 
 class EdgeError(Exception):
-    """A request the edge refuses: HTTP status from the reason, plus a human detail."""
+    """A request the edge refuses: HTTP status from the reason, a human detail, extra answer headers."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "",
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
         self.status = STATUS_OF[reason]
+        self.headers = headers
 
     def body(self) -> bytes:
         return error_body(self.reason, self.detail)

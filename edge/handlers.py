@@ -17,9 +17,12 @@ from urllib.parse import parse_qs
 import orjson
 
 from edge import errors, metrics
+from edge.auth import WriteKeys, presented_key
 from edge.body import ClientDisconnected, encoding_of, read_body
 from edge.enrich import Enricher, ProxyTrust, RequestContext, country_of, event_id_and_key, sent_at_of
 from edge.errors import EdgeError
+from edge.limits import StructureLimits
+from edge.ratelimit import TokenBuckets, retry_after
 from edge.sink import Ack, KafkaSink, Record
 from edge.validation import Checker, check_event, parse_event, parse_json
 
@@ -55,17 +58,56 @@ class EdgeContext:
     max_event_bytes: int
     max_batch_events: int
     retry_after: bytes
+    structure: StructureLimits
+    write_keys: WriteKeys
+    ip_buckets: TokenBuckets | None = None
+    key_buckets: TokenBuckets | None = None
 
-    def request_context(self, scope: Scope, headers: dict[bytes, bytes], single: bool) -> RequestContext:
+    def admit(self, scope: Scope, headers: dict[bytes, bytes], presented: bytes | None) -> Peer:
+        """Who is asking: client IP (trusted-proxy aware), rate limits (429), write key (401)."""
         client = scope.get("client")
         client_ip, trusted = self.trust.client(client[0] if client else None, headers)
+        if self.ip_buckets is not None and client_ip is not None:
+            wait = self.ip_buckets.take(client_ip)
+            if wait:
+                metrics.RATE_LIMITED.labels("ip").inc()
+                raise EdgeError(errors.RATE_LIMITED, "too many requests from this client address",
+                                headers=((b"retry-after", retry_after(wait)),))
+        source = None
+        if self.write_keys.enabled:
+            source = self.write_keys.source_of(presented)
+            if source is None:
+                raise EdgeError(errors.UNAUTHORIZED, "a valid write key is required "
+                                "(Authorization: Bearer KEY or X-Write-Key: KEY)", headers=_CHALLENGE)
+            if self.key_buckets is not None:
+                wait = self.key_buckets.take(source)
+                if wait:
+                    metrics.RATE_LIMITED.labels("key").inc()
+                    raise EdgeError(errors.RATE_LIMITED, "too many requests with this write key",
+                                    headers=((b"retry-after", retry_after(wait)),))
+        return Peer(client_ip, trusted, source)
+
+    def request_context(self, peer: Peer, headers: dict[bytes, bytes], single: bool) -> RequestContext:
         return RequestContext(
             received_at=b"%d" % int(time.time() * 1000),
-            client_ip=client_ip,
-            country=country_of(headers.get(b"cf-ipcountry")) if trusted else None,
+            client_ip=peer.client_ip,
+            country=country_of(headers.get(b"cf-ipcountry")) if peer.trusted else None,
             sent_at=sent_at_of(headers.get(b"x-sent-at")),
             idempotency_key=(headers.get(b"idempotency-key") or None) if single else None,
+            source=peer.source,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The client as the edge determined it: address, whether its proxy is trusted, key's source."""
+
+    client_ip: bytes | None
+    trusted: bool
+    source: bytes | None
+
+
+_CHALLENGE = ((b"www-authenticate", b'Bearer realm="geo-edge"'),)
 
 
 class EventEndpoint:
@@ -79,19 +121,26 @@ class EventEndpoint:
         self._accepted = metrics.EVENTS_ACCEPTED.labels(self.route)
         self._by_status: dict[int, Any] = {}
 
-    async def handle(self, scope: Scope, receive: Receive,
-                     headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+    async def handle(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
+                     peer: Peer) -> tuple[int, bytes, bytes]:
         raise NotImplementedError
+
+    def credential(self, scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
+        """The write key the request presents (headers; the pixel also ``?key=``)."""
+        return presented_key(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         metrics.IN_FLIGHT.inc()
         extra: list[tuple[bytes, bytes]] = []
         try:
-            status, body, ctype = await self.handle(scope, receive, dict(scope["headers"]))
+            headers = dict(scope["headers"])
+            peer = self.ctx.admit(scope, headers, self.credential(scope, headers))
+            status, body, ctype = await self.handle(scope, receive, headers, peer)
         except EdgeError as exc:
             status, body, ctype = exc.status, exc.body(), JSON
             metrics.EVENTS_REJECTED.labels(exc.reason).inc()
+            extra.extend(exc.headers)
             if status == 503:
                 extra.append((b"retry-after", self.ctx.retry_after))
         except ClientDisconnected:
@@ -119,12 +168,12 @@ class EventEndpoint:
                                encoding_of(headers.get(b"content-encoding", b"")),
                                int(length) if length and length.isdigit() else None)
 
-    async def _produce_single(self, scope: Scope, headers: dict[bytes, bytes], raw: bytes) -> Ack:
+    async def _produce_single(self, peer: Peer, headers: dict[bytes, bytes], raw: bytes) -> Ack:
         ctx = self.ctx
         if len(raw) > ctx.max_event_bytes:
             raise EdgeError(errors.EVENT_TOO_LARGE, f"event exceeds {ctx.max_event_bytes} bytes")
-        doc = parse_event(raw, ctx.check)
-        rctx = ctx.request_context(scope, headers, single=True)
+        doc = parse_event(raw, ctx.check, ctx.structure)
+        rctx = ctx.request_context(peer, headers, single=True)
         event_id, key = event_id_and_key(doc, rctx.idempotency_key)
         ack = await ctx.sink.send_one(key, raw, ctx.enricher.headers(doc, rctx, event_id))
         self._accepted.inc()
@@ -136,14 +185,14 @@ class PostEvent(EventEndpoint):
 
     route = "/post"
 
-    async def handle(self, scope: Scope, receive: Receive,
-                     headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+    async def handle(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
+                     peer: Peer) -> tuple[int, bytes, bytes]:
         if media_type(headers) not in _SINGLE_TYPES:
             raise EdgeError(errors.UNSUPPORTED_MEDIA_TYPE, "send application/json")
         raw = await self._read(receive, headers)
         if not raw.strip():
             raise EdgeError(errors.EMPTY_BODY, "the body is empty")
-        ack = await self._produce_single(scope, headers, raw)
+        ack = await self._produce_single(peer, headers, raw)
         return 200, b'{"status":"ok","partition":%d,"offset":%d}' % (ack.partition, ack.offset), JSON
 
 
@@ -152,11 +201,25 @@ class PixelEvent(EventEndpoint):
 
     route = "/v1/pixel.gif"
 
-    async def handle(self, scope: Scope, receive: Receive,
-                     headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+    async def handle(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
+                     peer: Peer) -> tuple[int, bytes, bytes]:
         raw = decode_pixel_query(scope.get("query_string", b""), self.ctx.max_event_bytes)
-        await self._produce_single(scope, headers, raw)
+        await self._produce_single(peer, headers, raw)
         return 200, PIXEL_GIF, b"image/gif"
+
+    def credential(self, scope: Scope, headers: dict[bytes, bytes]) -> bytes | None:
+        return presented_key(headers) or pixel_key(scope.get("query_string", b""))
+
+
+def pixel_key(query: bytes) -> bytes | None:
+    """The write key of a pixel request's ``key`` parameter (``None`` when absent or malformed)."""
+    if b"key=" not in query or len(query) > 1 << 20:
+        return None
+    try:
+        values = parse_qs(query.decode("latin-1"), errors="strict", encoding="utf-8").get("key")
+        return values[0].strip().encode() or None if values else None
+    except (UnicodeError, ValueError):
+        return None
 
 
 def decode_pixel_query(query: bytes, limit: int) -> bytes:
@@ -187,8 +250,8 @@ class BatchEvents(EventEndpoint):
 
     route = "/v1/events"
 
-    async def handle(self, scope: Scope, receive: Receive,
-                     headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+    async def handle(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
+                     peer: Peer) -> tuple[int, bytes, bytes]:
         ctx = self.ctx
         mtype = media_type(headers)
         if mtype == b"application/json":
@@ -212,7 +275,7 @@ class BatchEvents(EventEndpoint):
             raise EdgeError(errors.TOO_MANY_EVENTS,
                             f"{len(elements)} events; at most {ctx.max_batch_events} per request")
 
-        rctx = ctx.request_context(scope, headers, single=False)
+        rctx = ctx.request_context(peer, headers, single=False)
         results: list[dict[str, Any] | None] = [None] * len(elements)
         records: list[Record] = []
         positions: list[int] = []
@@ -274,12 +337,13 @@ class BatchEvents(EventEndpoint):
         if type(element) is bytes:
             if len(element) > ctx.max_event_bytes:
                 raise EdgeError(errors.EVENT_TOO_LARGE, f"event exceeds {ctx.max_event_bytes} bytes")
-            return element, parse_event(element, ctx.check)
-        doc = check_event(element, ctx.check)
-        value = orjson.dumps(doc)
+            return element, parse_event(element, ctx.check, ctx.structure)
+        if type(element) is not dict:
+            check_event(element, ctx.check)  # raises not_an_object
+        value = orjson.dumps(element)
         if len(value) > ctx.max_event_bytes:
             raise EdgeError(errors.EVENT_TOO_LARGE, f"event exceeds {ctx.max_event_bytes} bytes")
-        return value, doc
+        return value, check_event(element, ctx.check, ctx.structure, value)
 
     def _dead_letter(self, element: Any, exc: EdgeError, rctx: RequestContext) -> None:
         if not self.ctx.sink.config.dead_letter_topic:

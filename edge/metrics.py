@@ -28,3 +28,5 @@ DRAINING = Gauge("geo_edge_draining", "1 once shutdown started (/status answers 
                  multiprocess_mode="livemax")
 DEAD_LETTERS = Counter("geo_edge_dead_letter_records", "Rejected elements sent to the dead-letter topic",
                        ["outcome"])
+RATE_LIMITED = Counter("geo_edge_rate_limited", "Requests refused with 429, by bucket kind (ip, key)",
+                       ["scope"])

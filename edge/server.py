@@ -75,6 +75,10 @@ def uvicorn_config(config: EdgeConfig) -> uvicorn.Config:
         timeout_graceful_shutdown=int(config.shutdown_timeout) or 1, backlog=4096,
         ssl_certfile=config.tls_cert or None, ssl_keyfile=config.tls_key or None,
         timeout_keep_alive=30,
+        # The edge decides itself which forwarded headers to believe (--trusted-proxies): uvicorn's
+        # own X-Forwarded-For rewriting (on by default for 127.0.0.1) would let a loopback client
+        # spoof scope["client"] and with it the trust decision.
+        proxy_headers=False,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import fastjsonschema
 import orjson
 
+from edge.limits import StructureLimits
 from edge.errors import (INVALID_FIELD, INVALID_JSON, INVALID_UTF8, MISSING_FIELD, NOT_AN_OBJECT,
                          SCHEMA_VIOLATION, EdgeError)
 
@@ -74,19 +75,18 @@ def make_checker(mode: str, schema_file: str = "") -> Checker:
     return check_default
 
 
-def parse_event(raw: bytes, check: Checker) -> dict[str, Any]:
+def parse_event(raw: bytes, check: Checker, limits: StructureLimits | None = None) -> dict[str, Any]:
     """Parse and validate one event's bytes; returns the object or raises ``EdgeError``."""
-    doc = parse_json(raw)
-    if type(doc) is not dict:
-        raise EdgeError(NOT_AN_OBJECT, f"an event must be a JSON object, not {_kind(doc)}")
-    check(doc)
-    return doc
+    return check_event(parse_json(raw), check, limits, raw)
 
 
-def check_event(doc: Any, check: Checker) -> dict[str, Any]:
-    """Validate an already parsed element (JSON-array batches)."""
+def check_event(doc: Any, check: Checker, limits: StructureLimits | None = None,
+                raw: bytes | None = None) -> dict[str, Any]:
+    """Validate a parsed event: an object, within the structure limits, passing ``check``."""
     if type(doc) is not dict:
         raise EdgeError(NOT_AN_OBJECT, f"an event must be a JSON object, not {_kind(doc)}")
+    if limits is not None:
+        limits.check(doc, raw)
     check(doc)
     return doc
 
