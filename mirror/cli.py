@@ -15,7 +15,9 @@ from service_kit.shutdown import shutdown_event
 from mirror.config import MirrorConfig
 from mirror.metrics import MirrorMetrics
 from mirror.policy import DEFAULT_EXCLUDE, ReplicationPolicy, TopicFilter
-from mirror.regions import StaticRegions, parse_region_flags, regions_from_file
+from mirror.consul_regions import ConsulRegions
+from mirror.regions import RegionSource, StaticRegions, parse_region_flags, regions_from_file
+from service_kit.regions import load_regions
 from mirror.worker import MirrorWorker
 
 log = logging.getLogger("mirror")
@@ -30,7 +32,14 @@ def build_parser() -> EnvArgumentParser:
                    env="GEO_MIRROR_REGIONS", metavar="NAME=HOST:PORT",
                    help="a source region (repeatable); without any, the edge regions of the regions file")
     p.add_argument("--regions-file", env="GEOINGEST_REGIONS", default=None,
-                   help="regions.yaml to read regions from when no --region is given")
+                   help="regions.yaml to read regions from when no --region and no --consul-url is given")
+    p.add_argument("--consul-url", env="GEO_MIRROR_CONSUL_URL", default="",
+                   help="discover regions in Consul: every service `kafka` (Meta.region, Meta.bootstrap) "
+                        "in --consul-datacenters; regions come and go at run time")
+    p.add_argument("--consul-datacenters", env="GEO_MIRROR_CONSUL_DATACENTERS", nargs="*", default=[],
+                   help="datacenters to watch (default: the edge regions' datacenters of the regions file)")
+    p.add_argument("--consul-token", env="GEO_MIRROR_CONSUL_TOKEN", default="",
+                   help="Consul ACL token (policy `mirror`, read only); never logged")
     p.add_argument("--include", nargs="+", default=[".*"], env="GEO_MIRROR_INCLUDE",
                    help="regexes of topics to mirror (whole name)")
     p.add_argument("--exclude", nargs="*", default=list(DEFAULT_EXCLUDE), env="GEO_MIRROR_EXCLUDE",
@@ -71,8 +80,13 @@ def build_parser() -> EnvArgumentParser:
 
 def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: ignore[no-untyped-def]
     """Validate the parsed flags; ValueError with a clear message when they are unusable."""
-    regions = parse_region_flags(args.regions) if args.regions else regions_from_file(args.regions_file)
-    if not regions:
+    if args.regions:
+        regions = parse_region_flags(args.regions)
+    elif args.consul_url:
+        regions = {}
+    else:
+        regions = regions_from_file(args.regions_file)
+    if not regions and not args.consul_url:
         raise ValueError("no regions: give --region NAME=HOST:PORT or a regions file with edge regions")
     policy = ReplicationPolicy(separator=args.separator, identity=args.identity_naming)
     config = MirrorConfig(
@@ -92,7 +106,16 @@ def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: igno
     return config, regions
 
 
-async def run(config: MirrorConfig, regions: dict[str, str], admin_host: str, admin_port: int) -> None:
+def region_source(args, regions: dict[str, str]) -> RegionSource:  # type: ignore[no-untyped-def]
+    """Static regions from flags or the regions file, else Consul discovery."""
+    if regions or not args.consul_url:
+        return StaticRegions(regions)
+    datacenters = [d for dc in args.consul_datacenters for d in dc.split(",") if d] or [
+        r.consul_datacenter for r in load_regions(args.regions_file).edge_regions]
+    return ConsulRegions(args.consul_url, datacenters, token=args.consul_token or None)
+
+
+async def run(config: MirrorConfig, source: RegionSource, admin_host: str, admin_port: int) -> None:
     stop = shutdown_event()
     metrics = MirrorMetrics()
     worker = MirrorWorker(config, metrics)
@@ -108,8 +131,9 @@ async def run(config: MirrorConfig, regions: dict[str, str], admin_host: str, ad
             return
         start.result()
         stopped.cancel()
-        log.info("mirror started", extra={"regions": regions, "exactly_once": config.exactly_once})
-        await worker.follow(StaticRegions(regions), stop)
+        log.info("mirror started", extra={"regions": dict(await source.regions()),
+                                          "source": type(source).__name__, "exactly_once": config.exactly_once})
+        await worker.follow(source, stop)
     finally:
         await worker.stop()
         server.should_exit = True
@@ -130,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(run(config, regions, args.admin_host, args.admin_port))
+    asyncio.run(run(config, region_source(args, regions), args.admin_host, args.admin_port))
     return 0
 
 
