@@ -30,7 +30,7 @@ REQUESTS = Counter("geo_router_requests_total", "Requests answered, by chosen po
                    ["pool", "status"])
 UPSTREAM_FAILURES = Counter("geo_router_upstream_failures_total",
                             "Upstream failures, by pool and kind (connect: retried elsewhere; "
-                            "after_send: answered 502, never retried)", ["pool", "kind"])
+                            "after_send: answered 503, never retried)", ["pool", "kind"])
 FAILOVERS = Counter("geo_router_failovers_total",
                     "Requests served by a pool other than the client's first pool", ["from_pool", "to_pool"])
 DURATION = Histogram("geo_router_request_duration_seconds", "Time to answer a request",
@@ -104,8 +104,9 @@ class GeoRouter:
                     UPSTREAM_FAILURES.labels(pool, "after_send").inc()
                     log.warning("edge failed after the request was sent; not retried",
                                 extra={"edge": origin.id, "error": repr(exc)})
-                    return _error(502, "upstream_failed", "the edge failed after the request was sent; "
-                                  "retry with the same event_id"), pool
+                    return _error(503, "upstream_failed", "the edge failed after the request was sent; "
+                                  "whether it stored the events is unknown: retry with the same event_id",
+                                  retry_after=1), pool
                 if pool != pools[0]:
                     FAILOVERS.labels(pools[0], pool).inc()
                 out_headers = {k: v for k, v in upstream.headers.items()

@@ -1,0 +1,197 @@
+"""The fault suite: the whole local geo stack under steady load through the geo router, one fault
+at a time. After each: every event acknowledged with a 2xx is in the central table exactly once,
+the central stream holds no mirror duplicate, and the only failures clients saw were 503s (or
+429s) and connection errors, which they retried. Prints a line of figures per fault.
+
+Run apart with ``make test-faults``; CI runs it within ``make test``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import orjson
+import pytest
+
+from geostack.audit import wait_for_central
+from geostack.clients import LoadReport, run_clients
+from geostack.stack import LocalStack
+from geostack.stream_audit import audit_stream
+from harness.process import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+COUNTRIES = ["DE", "FR", "RU", "US", "BR", "JP"]
+RATE = 2000.0          # events/s from all simulated clients together
+LOAD_SECONDS = 30.0
+FAULT_AT = 4.0
+OUTAGE = 20.0
+ALLOWED_ERRORS = ("http:503", "http:429", "connection:", "event:failed")
+RESULTS: list[dict[str, object]] = []
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(tmp_path_factory.mktemp("fault-stack")) as local:
+        yield local
+    print("\nfault suite summary:")
+    for row in RESULTS:
+        print(orjson.dumps(row).decode())
+
+
+@dataclass
+class Fault:
+    """``inject`` at FAULT_AT seconds into the load; ``undo`` (when given) after ``hold`` more."""
+
+    name: str
+    inject: Callable[[], None]
+    undo: Callable[[], None] | None = None
+    hold: float = OUTAGE
+    zero_client_errors: bool = False
+    times: dict[str, float] = field(default_factory=dict)
+
+
+def run_fault(stack: LocalStack, fault: Fault) -> dict[str, object]:
+    """Load the stack, apply the fault, check exactly-once; returns and prints the figures."""
+    report = LoadReport(run_id=f"{fault.name}-{int(time.time())}")
+    loader = threading.Thread(target=lambda: asyncio.run(run_clients(
+        stack.router_url, COUNTRIES, duration=LOAD_SECONDS, rate=RATE, report=report)), daemon=True)
+    loader.start()
+    time.sleep(FAULT_AT)  # the load is time-based: the fault lands a few seconds into it
+    fault.times["injected"] = time.monotonic()
+    fault.inject()
+    if fault.undo is not None:
+        time.sleep(fault.hold)  # the outage lasts this long by definition
+        fault.undo()
+    fault.times["undone"] = time.monotonic()
+    wait_healthy(stack)
+    recovered = time.monotonic() - fault.times["undone"]
+    loader.join(LOAD_SECONDS + 240)
+    assert not loader.is_alive(), "the simulated clients did not finish"
+    audit = wait_for_central(stack.central_url, report, timeout=240)
+    stream = asyncio.run(audit_stream(stack.kafka[stack.regions.central.name].bootstrap, report.run_id))
+    figures = {
+        "fault": fault.name, "sent": report.sent, "acknowledged": len(report.acked),
+        "found_centrally": audit.found, "missing": audit.missing, "duplicates": audit.duplicates,
+        **stream.as_dict(), "client_errors": dict(report.errors), "gave_up": report.gave_up,
+        "rejected": report.rejected, "acknowledged_by_pool": report.acked_by_pool,
+        "time_to_recover_s": round(recovered, 1),
+        "catch_up_after_load_s": round(audit.seconds_to_complete, 1),
+    }
+    RESULTS.append(figures)
+    print(orjson.dumps(figures).decode())
+    assert audit.missing == 0, figures
+    assert audit.duplicates == 0, figures
+    assert stream.mirror_duplicates == 0, figures
+    assert report.gave_up == 0 and report.rejected == 0, figures
+    unexpected = {k: v for k, v in report.errors.items() if not k.startswith(ALLOWED_ERRORS)}
+    assert not unexpected, figures
+    if fault.zero_client_errors:
+        assert not report.errors, figures
+    assert len(report.acked) > RATE * LOAD_SECONDS * 0.3, figures
+    return figures
+
+
+def wait_healthy(stack: LocalStack) -> None:
+    """The full topology is back: every edge routable, the mirror and geo-central healthy."""
+    stack.wait_routable(timeout=120)
+    for proc in (stack.mirror, stack.central):
+        assert proc is not None
+        proc.wait_healthy(120)
+
+
+def restart(proc) -> Callable[[], None]:  # type: ignore[no-untyped-def]
+    def again() -> None:
+        proc.start()
+        proc.wait_healthy(120)
+    return again
+
+
+def test_geo_steering_through_the_router(stack: LocalStack) -> None:
+    def pool_of(headers: dict[str, str], source: str | None = None) -> str:
+        transport = httpx.HTTPTransport(local_address=source) if source else None
+        with httpx.Client(transport=transport, timeout=10) as client:
+            reply = client.post(f"{stack.router_url}/post", json={"event": "view"}, headers=headers)
+        assert reply.status_code == 200, reply.text
+        return reply.headers["x-geo-pool"]
+
+    assert pool_of({"CF-IPCountry": "DE"}) == "eu"        # country pool
+    assert pool_of({"CF-IPCountry": "US"}) == "us"        # country pool
+    assert pool_of({"CF-IPCountry": "SG"}) == "us"        # region pool SEAS
+    assert pool_of({"CF-IPCountry": "EG"}) == "eu"        # region pool NAF
+    assert pool_of({"CF-IPCountry": "AQ"}) == "eu"        # default pool
+    assert pool_of({}, source="127.20.0.77") == "us"      # GeoIP by source address (US range)
+    assert pool_of({}, source="127.10.0.77") == "eu"      # (DE range)
+
+    event_id = f"steer-{time.time_ns()}"
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.21.0.5"), timeout=10) as client:
+        reply = client.post(f"{stack.router_url}/post", json={"event": "view", "event_id": event_id},
+                            headers={"CF-Connecting-IP": "6.6.6.6"})  # spoofed: the router overwrites it
+    assert reply.status_code == 200
+    def stored() -> dict | None:
+        got = httpx.get(f"{stack.central_url}/api/events/{event_id}", timeout=5)
+        return got.json() if got.status_code == 200 else None
+    wait_until(lambda: stored() is not None, 60, what="the event in the central table")
+    row = stored()
+    assert row is not None
+    assert row["client_ip"] == "127.21.0.5" and row["country"] == "BR" and row["region"] == "us"
+
+
+def test_kill_9_of_an_edge(stack: LocalStack) -> None:
+    edge = stack.edges_of("eu")[0].process
+    run_fault(stack, Fault("edge kill -9", inject=edge.kill, undo=restart(edge), hold=8))
+
+
+def test_sigterm_of_an_edge_drains_with_zero_client_errors(stack: LocalStack) -> None:
+    edge = stack.edges_of("us")[1].process
+    run_fault(stack, Fault("edge SIGTERM", inject=lambda: edge.stop(), undo=restart(edge), hold=8,
+                           zero_client_errors=True))
+
+
+def test_regional_kafka_stopped(stack: LocalStack) -> None:
+    cluster = stack.kafka["us"]
+    run_fault(stack, Fault("regional kafka stopped 20s", inject=cluster.stop, undo=cluster.start))
+
+
+def test_mirror_killed_and_restarted(stack: LocalStack) -> None:
+    mirror = stack.mirror
+    assert mirror is not None
+    run_fault(stack, Fault("mirror kill -9", inject=mirror.kill, undo=restart(mirror), hold=5))
+
+
+def test_central_kafka_stopped(stack: LocalStack) -> None:
+    cluster = stack.kafka[stack.regions.central.name]
+    run_fault(stack, Fault("central kafka stopped 20s", inject=cluster.stop, undo=cluster.start))
+
+
+def test_loader_killed_during_a_batch(stack: LocalStack) -> None:
+    central = stack.central
+    assert central is not None
+    run_fault(stack, Fault("loader kill -9", inject=central.kill, undo=restart(central), hold=3))
+
+
+def test_consul_stopped(stack: LocalStack) -> None:
+    agents = list(stack.consul.values())
+
+    def stop_all() -> None:
+        for agent in agents:
+            agent.stop()
+
+    def start_all() -> None:
+        for agent in agents:
+            agent.start(wait=False)
+        for agent in agents:
+            agent.wait_ready()
+
+    run_fault(stack, Fault("consul stopped 20s", inject=stop_all, undo=start_all))
+
+
+def test_region_cut_off_from_the_centre(stack: LocalStack) -> None:
+    link = stack.wan["eu"]
+    run_fault(stack, Fault("region eu cut off 20s", inject=link.cut, undo=link.restore))
