@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 EVENTS_TOPIC = re.compile(r"^[A-Za-z0-9_-]+\.events$")
 
@@ -40,16 +40,16 @@ async def audit_stream(bootstrap: str, run_id: str, timeout: float = 120.0) -> S
     records = 0
     try:
         async with asyncio.timeout(timeout):
-            topics = [t for t in await consumer.topics() if EVENTS_TOPIC.match(t)]
-            partitions = [TopicPartition(t, p) for t in topics
-                          for p in (consumer.partitions_for_topic(t) or ())]
-            consumer.assign(partitions)
+            consumer.subscribe(pattern=EVENTS_TOPIC.pattern)  # no group: every partition
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)
+            partitions = sorted(consumer.assignment())
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
             remaining = {tp for tp in partitions if end[tp] > 0}
             while remaining:
                 batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                for tp, msgs in batch.items():
+                for msgs in batch.values():
                     for msg in msgs:
                         doc = _json(msg.value)
                         if doc is None or doc.get("run_id") != run_id:
