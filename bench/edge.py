@@ -2,7 +2,9 @@
 
     python -m bench.edge [--duration 10] [--connections 64]
 
-Prints single-event requests/s, batched events/s (100-event NDJSON), p50/p99 latency, edge RSS,
+Prints single-event requests/s, batched events/s (100-event NDJSON), p50/p99 latency, the load
+average before each run and the edge's own CPU time per request/event (a figure that holds up on a
+shared, loaded machine better than the rate), edge RSS,
 Kafka's own ProducerPerformance rate for the same record size, and a py-spy profile summary of one
 worker. The last line is one JSON object. Not a test: figures, not pass/fail.
 """
@@ -52,6 +54,24 @@ def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": non2xx,
             "socket_errors": errors.group(1) if errors else ""}
+
+
+def load_average() -> float:
+    """The 1-minute load average."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / tick
 
 
 def tree_pids(root: int) -> list[int]:
@@ -121,6 +141,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch", type=int, default=100, help="events per batch request")
+    ap.add_argument("--batch-connections", type=int, default=0, help="wrk connections for batches "
+                    "(default: a quarter of --connections, at least 8)")
+    ap.add_argument("--skip-perf", action="store_true", help="skip Kafka's ProducerPerformance run")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
     cluster = KafkaCluster(work / "kafka", heap="512m").start()
@@ -139,13 +162,25 @@ def main() -> int:
         batch_body = b"\n".join([EVENT] * args.batch) + b"\n"
         batch = lua_post(work / "batch.lua", "/v1/events", batch_body, "application/x-ndjson")
 
+        pids = tree_pids(edge.pid)
+        load_s = load_average()
+        cpu0 = cpu_seconds(pids)
         s = run_wrk(base, single, args.duration, args.connections)
+        cpu_s = cpu_seconds(pids) - cpu0
+        s_cpu_us = cpu_s / max(1.0, s["rps"] * args.duration) * 1e6
         print(f"single /post: {s['rps']:.0f} req/s  p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms"
-              f"  non-2xx {s['non_2xx']} {s['socket_errors']}", flush=True)
+              f"  non-2xx {s['non_2xx']} {s['socket_errors']}  load1 before {load_s:.2f}"
+              f"  edge CPU {s_cpu_us:.0f} us/request ({cpu_s / args.duration:.2f} cores)", flush=True)
         rss_single = rss_mb(tree_pids(edge.pid))
-        b = run_wrk(base, batch, args.duration, max(8, args.connections // 4))
+        load_b = load_average()
+        cpu0 = cpu_seconds(pids)
+        b = run_wrk(base, batch, args.duration, args.batch_connections or max(8, args.connections // 4))
+        cpu_b = cpu_seconds(pids) - cpu0
+        b_cpu_us = cpu_b / max(1.0, b["rps"] * args.batch * args.duration) * 1e6
         print(f"batch /v1/events x{args.batch}: {b['rps'] * args.batch:.0f} events/s ({b['rps']:.0f} req/s)"
-              f"  p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms  non-2xx {b['non_2xx']}", flush=True)
+              f"  p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms  non-2xx {b['non_2xx']}"
+              f"  load1 before {load_b:.2f}  edge CPU {b_cpu_us:.1f} us/event ({cpu_b / args.duration:.2f} cores)",
+              flush=True)
         rss = max(rss_single, rss_mb(tree_pids(edge.pid)))
         print(f"edge RSS (supervisor + workers): {rss:.0f} MB", flush=True)
 
@@ -165,12 +200,14 @@ def main() -> int:
             for frame, share in top:
                 print(f"  {share * 100:5.1f}%  {frame}")
 
-        perf = producer_perf(cluster.bootstrap, 1_000_000, len(EVENT), cfg.compression)
+        perf = 0.0 if args.skip_perf else producer_perf(cluster.bootstrap, 1_000_000, len(EVENT), cfg.compression)
         print(f"Kafka ProducerPerformance ({len(EVENT)} B, acks=all, {cfg.compression}): {perf:.0f} records/s",
               flush=True)
         result.update({
             "single_rps": round(s["rps"]), "single_p50_ms": s["p50_ms"], "single_p99_ms": s["p99_ms"],
-            "single_non_2xx": s["non_2xx"],
+            "single_non_2xx": s["non_2xx"], "single_load1_before": load_s,
+            "single_edge_cpu_us_per_request": round(s_cpu_us), "batch_load1_before": load_b,
+            "batch_edge_cpu_us_per_event": round(b_cpu_us, 1),
             "batch_events_per_s": round(b["rps"] * args.batch), "batch_requests_per_s": round(b["rps"]),
             "batch_p50_ms": b["p50_ms"], "batch_p99_ms": b["p99_ms"], "batch_non_2xx": b["non_2xx"],
             "edge_rss_mb": round(rss), "kafka_producer_perf_records_per_s": round(perf),

@@ -131,7 +131,7 @@ class EventEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        metrics.IN_FLIGHT.inc()
+        metrics.LIVE.in_flight += 1
         extra: list[tuple[bytes, bytes]] = []
         try:
             headers = dict(scope["headers"])
@@ -144,12 +144,12 @@ class EventEndpoint:
             if status == 503:
                 extra.append((b"retry-after", self.ctx.retry_after))
         except ClientDisconnected:
-            metrics.IN_FLIGHT.dec()
+            metrics.LIVE.in_flight -= 1
             return
         except Exception:
             log.exception("unexpected error", extra={"route": self.route})
             status, body, ctype = 500, errors.error_body("internal_error", "unexpected error"), JSON
-        metrics.IN_FLIGHT.dec()
+        metrics.LIVE.in_flight -= 1
         if status == 503 and not extra:
             extra.append((b"retry-after", self.ctx.retry_after))
         await send({"type": "http.response.start", "status": status,

@@ -12,15 +12,15 @@ REQUESTS = Counter("geo_edge_http_requests", "HTTP requests answered, by route a
 REQUEST_SECONDS = Histogram("geo_edge_http_request_duration_seconds",
                             "Time from request start to the answer, by route", ["route"],
                             buckets=LATENCY_BUCKETS)
-IN_FLIGHT = Gauge("geo_edge_http_requests_in_flight", "Requests being handled",
+IN_FLIGHT = Gauge("geo_edge_http_requests_in_flight", "Requests being handled (sampled 4/s)",
                   multiprocess_mode="livesum")
 EVENTS_ACCEPTED = Counter("geo_edge_events_accepted", "Events acknowledged by Kafka, by route", ["route"])
 EVENTS_REJECTED = Counter("geo_edge_events_rejected",
                           "Events (or whole requests) not stored, by reason", ["reason"])
 PRODUCE_SECONDS = Histogram("geo_edge_kafka_produce_duration_seconds",
-                            "Time from enqueueing a request's records to the Kafka ack",
+                            "Time from handing a batch to the producer to its Kafka ack, per batch",
                             buckets=LATENCY_BUCKETS)
-PENDING_EVENTS = Gauge("geo_edge_kafka_pending_events", "Events awaiting a Kafka ack",
+PENDING_EVENTS = Gauge("geo_edge_kafka_pending_events", "Events awaiting a Kafka ack (sampled 4/s)",
                        multiprocess_mode="livesum")
 KAFKA_UP = Gauge("geo_edge_kafka_up", "1 when this edge can produce to Kafka (min over workers)",
                  multiprocess_mode="livemin")
@@ -30,3 +30,9 @@ DEAD_LETTERS = Counter("geo_edge_dead_letter_records", "Rejected elements sent t
                        ["outcome"])
 RATE_LIMITED = Counter("geo_edge_rate_limited", "Requests refused with 429, by bucket kind (ip, key)",
                        ["scope"])
+
+
+class LIVE:
+    """Plain counters of the hot path, published to their gauges a few times a second."""
+
+    in_flight = 0

@@ -1,12 +1,12 @@
 """The Kafka side of the edge: one idempotent producer per worker, topic creation, connectivity
-probing, and bounded produce (in-flight cap, own timeout around every aiokafka await)."""
+probing, and bounded produce (in-flight cap, deadlines). Event records go through
+``edge.batching`` (batches built by the edge, ``send_batch`` per partition); dead letters through
+plain ``send``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -14,20 +14,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from edge import metrics
+from edge.batching import Ack, BatchingProducer, Record
 from edge.config import EdgeConfig
-from edge.errors import KAFKA_TIMEOUT, KAFKA_UNAVAILABLE, OVERLOADED, EdgeError
+from edge.errors import KAFKA_UNAVAILABLE, OVERLOADED, EdgeError
 
 log = logging.getLogger(__name__)
 
-Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
-
-
-@dataclass(frozen=True)
-class Ack:
-    """Where Kafka stored a record."""
-
-    partition: int
-    offset: int
+__all__ = ["Ack", "KafkaSink", "Record"]
 
 
 class KafkaSink:
@@ -46,7 +39,9 @@ class KafkaSink:
         self.up = False
         self.last_error = "not connected yet"
         self.producer: AIOKafkaProducer | None = None
+        self.batching: BatchingProducer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._dlq_tasks: set[asyncio.Task[None]] = set()
@@ -55,6 +50,18 @@ class KafkaSink:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="kafka-supervisor")
+        self._gauges = asyncio.create_task(self._publish_gauges(), name="edge-gauges")
+
+    async def _publish_gauges(self, interval: float = 0.25) -> None:
+        """Pending events and requests in flight, written to their gauges a few times a second
+        (not per request: in multiprocess mode every gauge write is an mmap write)."""
+        while True:
+            metrics.PENDING_EVENTS.set(self.pending)
+            metrics.IN_FLIGHT.set(metrics.LIVE.in_flight)
+            await asyncio.sleep(interval)
+
+    def _done(self, count: int) -> None:
+        self.pending -= count
 
     async def stop(self) -> None:
         """Flush pending records (bounded) and close the producer."""
@@ -63,6 +70,11 @@ class KafkaSink:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.batching is not None:
+            await self.batching.close(self.timeout)
+        if self._gauges is not None:
+            self._gauges.cancel()
+            await asyncio.gather(self._gauges, return_exceptions=True)
         if self._dlq_tasks:
             await asyncio.wait(self._dlq_tasks, timeout=self.timeout)
         if self.producer is not None:
@@ -126,6 +138,7 @@ class KafkaSink:
             await _bounded(producer.stop(), 5)
             raise
         self.producer = producer
+        self.batching = BatchingProducer(producer, self.topic, self.timeout, self._done, self.suspect)
         self._set_up(True)
 
     async def _ensure_topics(self) -> None:
@@ -152,87 +165,36 @@ class KafkaSink:
         md = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), min(5.0, self.timeout))
         if not md.available_partitions_for_topic(self.topic):
             raise KafkaError(f"no partition of {self.topic} has a leader")
+        if self.batching is not None:
+            self.batching.refresh_partitions()
         self._set_up(True)
 
     # -- producing -------------------------------------------------------------------------------
-    def _admit(self, count: int) -> AIOKafkaProducer:
-        producer = self.producer
-        if producer is None or not self.up:
+    def _admit(self, count: int) -> BatchingProducer:
+        batching = self.batching
+        if batching is None or not self.up:
             raise EdgeError(KAFKA_UNAVAILABLE, f"Kafka unavailable: {self.last_error}")
         if self.pending + count > self.max_pending:
             raise EdgeError(OVERLOADED, f"{self.pending} events already await a Kafka ack")
-        return producer
+        return batching
 
     async def send_one(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Ack:
         """Produce one record and wait for its ack; ``EdgeError`` (503) on timeout or failure."""
-        producer = self._admit(1)
+        batching = self._admit(1)
         self.pending += 1
-        metrics.PENDING_EVENTS.inc()
-        start = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.timeout):
-                future = await producer.send(self.topic, value, key=key, headers=headers)
-                md = await future
-        except TimeoutError:
-            self.suspect("produce timed out")
-            raise EdgeError(KAFKA_TIMEOUT, f"no Kafka ack within {self.timeout}s") from None
-        except KafkaError as exc:
-            self.suspect(f"{type(exc).__name__}: {exc}")
-            raise EdgeError(KAFKA_UNAVAILABLE, f"Kafka: {type(exc).__name__}") from None
-        finally:
-            self.pending -= 1
-            metrics.PENDING_EVENTS.dec()
-        metrics.PRODUCE_SECONDS.observe(time.perf_counter() - start)
-        return Ack(md.partition, md.offset)
+        (result,) = await batching.submit(((key, value, headers),)).future
+        if type(result) is not Ack:
+            raise result
+        return result
 
     async def send_many(self, records: Sequence[Record]) -> list[Ack | EdgeError]:
-        """Enqueue all records, then await their acks together within the produce timeout.
+        """Produce all records and wait for their acks within the produce timeout.
 
         Returns one ``Ack`` or ``EdgeError`` per record, in order (partial success is possible).
         """
-        count = len(records)
-        producer = self._admit(count)
-        self.pending += count
-        metrics.PENDING_EVENTS.inc(count)
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        deadline = loop.time() + self.timeout
-        futures: list[asyncio.Future[Any]] = []
-        results: list[Ack | EdgeError] = []
-        try:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    for key, value, headers in records:
-                        futures.append(await producer.send(self.topic, value, key=key, headers=headers))
-            except TimeoutError:
-                pass
-            except KafkaError as exc:
-                self.suspect(f"{type(exc).__name__}: {exc}")
-            if futures:
-                await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
-        finally:
-            self.pending -= count
-            metrics.PENDING_EVENTS.dec(count)
-        failed = ""
-        for future in futures:
-            if not future.done():
-                results.append(EdgeError(KAFKA_TIMEOUT, f"no Kafka ack within {self.timeout}s"))
-                failed = "produce timed out"
-            elif future.exception() is not None:
-                exc = future.exception()
-                results.append(EdgeError(KAFKA_UNAVAILABLE, f"Kafka: {type(exc).__name__}"))
-                failed = f"{type(exc).__name__}: {exc}"
-            else:
-                md = future.result()
-                results.append(Ack(md.partition, md.offset))
-        for _ in range(count - len(futures)):
-            results.append(EdgeError(KAFKA_TIMEOUT, f"not enqueued within {self.timeout}s"))
-            failed = failed or "enqueue timed out"
-        if failed:
-            self.suspect(failed)
-        else:
-            metrics.PRODUCE_SECONDS.observe(time.perf_counter() - start)
-        return results
+        batching = self._admit(len(records))
+        self.pending += len(records)
+        return await batching.submit(records).future
 
     def dead_letter(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Send a rejected element to the dead-letter topic, without delaying the answer."""

@@ -1,0 +1,218 @@
+"""Coalescing records into Kafka batches ourselves: the hot path's alternative to one
+``AIOKafkaProducer.send()`` per event.
+
+``submit(records)`` (synchronous, no await) picks each record's partition (murmur2 of the key, as
+Kafka's default partitioner, cached per key), appends it to the open ``BatchBuilder`` of that
+partition and returns a ``Delivery`` whose future resolves to one ``Ack`` or ``EdgeError`` per
+record. Open batches are handed to ``producer.send_batch()`` at the end of the current event-loop
+iteration, so every request parsed in the same iteration shares the batches; while a partition's
+previous batch still waits in aiokafka's accumulator, new records keep filling the next one.
+Offsets come from the batch's base offset plus the record's position. Deadlines are checked by
+one sweeper every ``tick`` seconds (no timer per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from functools import partial
+from typing import Any, Callable, NamedTuple, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+from edge import metrics
+from edge.errors import EVENT_TOO_LARGE, KAFKA_TIMEOUT, KAFKA_UNAVAILABLE, EdgeError
+
+log = logging.getLogger(__name__)
+
+Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
+
+
+class Ack(NamedTuple):
+    """Where Kafka stored a record."""
+
+    partition: int
+    offset: int
+
+
+class Delivery:
+    """The outcome of one ``submit``: ``future`` resolves to a list of ``Ack | EdgeError``."""
+
+    __slots__ = ("results", "remaining", "future", "deadline")
+
+    def __init__(self, count: int, future: asyncio.Future[list[Any]], deadline: float) -> None:
+        self.results: list[Any] = [None] * count
+        self.remaining = count
+        self.future = future
+        self.deadline = deadline
+
+
+class _OpenBatch:
+    __slots__ = ("builder", "entries")
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+        self.entries: list[tuple[Delivery, int]] = []  # position in the batch = relative offset
+
+
+class BatchingProducer:
+    """Per-partition batches built by the edge and submitted with ``send_batch``."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, timeout: float,
+                 on_done: Callable[[int], None], on_failure: Callable[[str], None],
+                 tick: float = 0.1, key_cache_size: int = 100_000) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.timeout = timeout
+        self._on_done = on_done  # called with the record count of every finished delivery
+        self._on_failure = on_failure
+        self._tick = tick
+        self._loop = asyncio.get_running_loop()
+        self._open: dict[int, _OpenBatch] = {}
+        self._sending: dict[int, asyncio.Task[None]] = {}
+        self._flush_scheduled = False
+        self._deliveries: collections.deque[Delivery] = collections.deque()
+        self._keys: dict[bytes, int] = {}
+        self._key_cache_size = key_cache_size
+        self._partitions: tuple[int, ...] = ()
+        self.refresh_partitions()
+        self._sweeper = asyncio.create_task(self._sweep(), name="produce-deadlines")
+
+    def refresh_partitions(self) -> None:
+        parts = tuple(sorted(self.producer.client.cluster.partitions_for_topic(self.topic) or ()))
+        if parts != self._partitions:
+            self._partitions = parts
+            self._keys.clear()
+
+    def _partition(self, key: bytes | None) -> int:
+        part = self._keys.get(key) if key is not None else None
+        if part is None:
+            parts = self._partitions
+            if not parts:
+                raise EdgeError(KAFKA_UNAVAILABLE, f"no partitions known for {self.topic}")
+            part = parts[(murmur2(key or b"") & 0x7FFFFFFF) % len(parts)]
+            if key is not None:
+                if len(self._keys) >= self._key_cache_size:
+                    self._keys.clear()
+                self._keys[key] = part
+        return part
+
+    # -- submitting ------------------------------------------------------------------------------
+    def submit(self, records: Sequence[Record]) -> Delivery:
+        """Append ``records`` to the open batches; the returned delivery resolves after the acks."""
+        delivery = Delivery(len(records), self._loop.create_future(), self._loop.time() + self.timeout)
+        self._deliveries.append(delivery)
+        open_batches = self._open
+        for index, (key, value, headers) in enumerate(records):
+            try:
+                part = self._partition(key)
+            except EdgeError as exc:
+                self._resolve(delivery, index, exc)
+                continue
+            batch = open_batches.get(part)
+            if batch is None:
+                batch = open_batches[part] = _OpenBatch(self.producer.create_batch())
+            if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                self._start_send(part)  # full: hand it over, start the next one
+                batch = open_batches[part] = _OpenBatch(self.producer.create_batch())
+                if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    self._resolve(delivery, index, EdgeError(EVENT_TOO_LARGE, "record larger than a batch"))
+                    continue
+            batch.entries.append((delivery, index))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return delivery
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for part in list(self._open):
+            if part not in self._sending:
+                self._start_send(part)
+
+    def _start_send(self, part: int) -> None:
+        batch = self._open.pop(part, None)
+        if batch is None or not batch.entries:
+            return
+        previous = self._sending.get(part)
+        self._sending[part] = asyncio.ensure_future(self._send(part, batch, previous))
+
+    async def _send(self, part: int, batch: _OpenBatch, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # keep the partition's batches in order
+        try:
+            started = time.perf_counter()
+            future = await self.producer.send_batch(batch.builder, self.topic, partition=part)
+        except Exception as exc:  # accumulator closed or full beyond the timeout
+            self._fail(batch, exc)
+        else:
+            future.add_done_callback(partial(self._delivered, part, batch, started))
+        finally:
+            if self._sending.get(part) is asyncio.current_task():
+                del self._sending[part]
+                if part in self._open:  # records arrived meanwhile
+                    self._start_send(part)
+
+    # -- results ---------------------------------------------------------------------------------
+    def _delivered(self, part: int, batch: _OpenBatch, started: float, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._fail(batch, future.exception() if not future.cancelled() else TimeoutError("cancelled"))
+            return
+        metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
+        md = future.result()
+        base = md.offset if md is not None else -1
+        resolve = self._resolve
+        for rel, (delivery, index) in enumerate(batch.entries):
+            resolve(delivery, index, Ack(part, base + rel if base >= 0 else -1))
+
+    def _fail(self, batch: _OpenBatch, exc: BaseException | None) -> None:
+        error = EdgeError(KAFKA_UNAVAILABLE, f"Kafka: {type(exc).__name__}")
+        self._on_failure(f"{type(exc).__name__}: {exc}")
+        for delivery, index in batch.entries:
+            self._resolve(delivery, index, error)
+
+    def _resolve(self, delivery: Delivery, index: int, result: Any) -> None:
+        if delivery.results[index] is not None:
+            return  # already timed out
+        delivery.results[index] = result
+        delivery.remaining -= 1
+        if delivery.remaining == 0:
+            self._finish(delivery)
+
+    def _finish(self, delivery: Delivery) -> None:
+        if delivery.remaining >= 0:
+            self._on_done(len(delivery.results))
+            delivery.remaining = -1
+        if not delivery.future.done():
+            delivery.future.set_result(delivery.results)
+
+    async def _sweep(self) -> None:
+        """Time out deliveries past their deadline (deadlines grow in submit order)."""
+        deliveries = self._deliveries
+        while True:
+            await asyncio.sleep(self._tick)
+            now = self._loop.time()
+            expired = False
+            while deliveries and (deliveries[0].remaining < 0 or deliveries[0].deadline <= now):
+                delivery = deliveries.popleft()
+                if delivery.remaining >= 0:
+                    expired = True
+                    error = EdgeError(KAFKA_TIMEOUT, f"no Kafka ack within {self.timeout}s")
+                    delivery.results = [r if r is not None else error for r in delivery.results]
+                    self._finish(delivery)
+            if expired:
+                self._on_failure("produce timed out")
+
+    async def close(self, timeout: float) -> None:
+        """Hand over every open batch and wait (bounded) until they are in aiokafka's accumulator."""
+        self._flush()
+        if self._sending:
+            await asyncio.wait(list(self._sending.values()), timeout=timeout)
+        waiting = [d.future for d in self._deliveries if not d.future.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
+        self._sweeper.cancel()
+        await asyncio.gather(self._sweeper, return_exceptions=True)
