@@ -1,0 +1,173 @@
+"""``make bench-stack``: the whole local geo stack under load, then a soak.
+
+1. Throughput through the geo router and, for comparison, straight to the edges: simulated
+   clients send batches as fast as the stack acknowledges them for ``--seconds``; figures: events/s
+   acknowledged end to end (each run waits until every acknowledged event is in the central table),
+   client p50/p99, end-to-end p99 (edge receive -> central table), peak mirror lag.
+2. A soak at ``--soak-rate`` for ``--soak-seconds`` (default 600): every process's RSS at the start
+   and at the end (growth would mean a leak), and again nothing lost.
+
+Prints progress, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from geostack.audit import wait_for_central
+from geostack.clients import LoadReport, run_clients
+from geostack.stack import LocalStack
+from service_kit.logs import configure_logging
+
+COUNTRIES = ["DE", "FR", "RU", "US", "BR", "JP"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="each throughput run")
+    parser.add_argument("--batch", type=int, default=50, help="events per request")
+    parser.add_argument("--clients-per-country", type=int, default=4)
+    parser.add_argument("--soak-seconds", type=float, default=600.0)
+    parser.add_argument("--soak-rate", type=float, default=2000.0, help="events/s during the soak")
+    args = parser.parse_args(argv)
+    configure_logging("warning", service="bench-stack")
+    workdir = Path(tempfile.mkdtemp(prefix="geo-bench-stack-"))
+    result: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cores": os.cpu_count()}
+    with LocalStack(workdir) as stack:
+        say(f"stack up in {workdir}")
+        for mode in ("router", "direct"):
+            result[mode] = throughput_run(stack, mode, args)
+            say(f"{mode}: {result[mode]}")
+        result["soak"] = soak(stack, args)
+        say(f"soak: {result['soak']}")
+    result["load_average_end"] = os.getloadavg()[0]
+    print(orjson.dumps(result).decode(), flush=True)
+    return 0
+
+
+def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> dict[str, object]:
+    lag = LagSampler(stack).start()
+    started = time.time()
+    if mode == "router":
+        report = asyncio.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=1e9,
+                                         batch=args.batch, clients_per_country=args.clients_per_country))
+    else:
+        report = LoadReport(run_id=f"direct-{int(started)}")
+
+        async def all_edges() -> None:
+            await asyncio.gather(*(run_clients(f"http://127.0.0.1:{e.port}", COUNTRIES[:1],
+                                               duration=args.seconds, rate=1e9, batch=args.batch,
+                                               clients_per_country=args.clients_per_country, report=report)
+                                   for e in stack.edges))
+        asyncio.run(all_edges())
+        report.finished = time.monotonic()
+    audit = wait_for_central(stack.central_url, report, timeout=300)
+    lag.stop()
+    e2e = e2e_latency(stack, started)
+    client = report.summary()
+    return {"events_per_s_acknowledged": client["events_per_s"],
+            "events_per_s_end_to_end": round(len(report.acked) / (time.time() - started), 1),
+            "acknowledged": len(report.acked), "lost": audit.missing, "duplicates": audit.duplicates,
+            "client_request_p50_ms": client["request_p50_ms"], "client_request_p99_ms": client["request_p99_ms"],
+            "client_errors_retried": client["client_errors_retried"], "end_to_end_p99_ms": e2e,
+            "mirror_lag_peak_records": lag.peak, "catch_up_s": round(audit.seconds_to_complete, 1)}
+
+
+def soak(stack: LocalStack, args: argparse.Namespace) -> dict[str, object]:
+    before = rss_by_component(stack)
+    report = LoadReport(run_id=f"soak-{int(time.time())}")
+    thread = threading.Thread(target=lambda: asyncio.run(run_clients(
+        stack.router_url, COUNTRIES, duration=args.soak_seconds, rate=args.soak_rate, batch=args.batch,
+        report=report)), daemon=True)
+    thread.start()
+    thread.join()
+    after = rss_by_component(stack)
+    audit = wait_for_central(stack.central_url, report, timeout=300)
+    return {"seconds": args.soak_seconds, "acknowledged": len(report.acked), "lost": audit.missing,
+            "duplicates": audit.duplicates,
+            "rss_mb": {name: {"start": before[name], "end": after.get(name)} for name in before}}
+
+
+def rss_by_component(stack: LocalStack) -> dict[str, float]:
+    """Resident memory (MB, process tree summed) of every process of the stack."""
+    pids: dict[str, int | None] = {f"kafka-{n}": c.pid for n, c in stack.kafka.items()}
+    pids |= {f"consul-{n}": a.pid for n, a in stack.consul.items()}
+    pids |= {f"edge-{e.node_id}": e.process.pid for e in stack.edges}
+    for name in ("mirror", "central", "router"):
+        proc = getattr(stack, name)
+        pids[name] = proc.pid if proc is not None else None
+    return {name: round(tree_rss_kb(pid) / 1024, 1) for name, pid in pids.items() if pid}
+
+
+def tree_rss_kb(pid: int) -> int:
+    total = 0
+    for child in [pid, *descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in map(int, children):
+        out += [child, *descendants(child)]
+    return out
+
+
+def e2e_latency(stack: LocalStack, since: float) -> dict[str, float] | None:
+    doc = httpx.get(f"{stack.central_url}/api/latency", params={"from": int(since * 1000)}, timeout=30).json()
+    rows = doc.get("rows", [])
+    return {r["region"]: r["p99_ms"] for r in rows} if rows else None
+
+
+class LagSampler:
+    """Samples the mirror's total records behind twice a second; keeps the peak."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.url = f"http://127.0.0.1:{stack.mirror_admin_port}/metrics"
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    def start(self) -> "LagSampler":
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                text = httpx.get(self.url, timeout=2).text
+            except httpx.HTTPError:
+                continue
+            lag = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith("geo_mirror_records_behind{"))
+            self.peak = max(self.peak, lag)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
