@@ -117,8 +117,8 @@ class EventEndpoint:
 
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
-        self._latency = metrics.REQUEST_SECONDS.labels(self.route)
-        self._accepted = metrics.EVENTS_ACCEPTED.labels(self.route)
+        self._latency = metrics.BufferedHistogram(metrics.REQUEST_SECONDS.labels(self.route))
+        self._accepted = metrics.BufferedCounter(metrics.EVENTS_ACCEPTED.labels(self.route))
         self._by_status: dict[int, Any] = {}
 
     async def handle(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
@@ -158,7 +158,8 @@ class EventEndpoint:
         await send({"type": "http.response.body", "body": body})
         counter = self._by_status.get(status)
         if counter is None:
-            counter = self._by_status[status] = metrics.REQUESTS.labels(self.route, str(status))
+            counter = self._by_status[status] = metrics.BufferedCounter(
+                metrics.REQUESTS.labels(self.route, str(status)))
         counter.inc()
         self._latency.observe(time.perf_counter() - start)
 

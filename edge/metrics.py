@@ -3,6 +3,9 @@ multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) and the metrics listener aggreg
 
 from __future__ import annotations
 
+import bisect
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -36,3 +39,60 @@ class LIVE:
     """Plain counters of the hot path, published to their gauges a few times a second."""
 
     in_flight = 0
+
+
+class BufferedCounter:
+    """A counter child incremented locally and written to prometheus_client by ``flush_buffers``
+    (a few times a second): per request this is an integer add, not an mmap write."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending = 0.0
+        _BUFFERS.append(self)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        if self.pending:
+            amount, self.pending = self.pending, 0.0
+            self.child.inc(amount)
+
+
+class BufferedHistogram:
+    """A histogram child observed locally (bucket counts and sum), flushed like ``BufferedCounter``.
+    Uses the child's bucket/sum values, the same ones ``Histogram.observe`` writes."""
+
+    __slots__ = ("child", "bounds", "counts", "sum")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+        _BUFFERS.append(self)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def flush(self) -> None:
+        counts, total = self.counts, self.sum
+        if not any(counts):
+            return
+        self.counts, self.sum = [0] * len(self.bounds), 0.0
+        for bucket, count in zip(self.child._buckets, counts):
+            if count:
+                bucket.inc(count)
+        self.child._sum.inc(total)
+
+
+_BUFFERS: list[Any] = []
+
+
+def flush_buffers() -> None:
+    """Write every buffered counter/histogram to prometheus_client."""
+    for buffer in _BUFFERS:
+        buffer.flush()

@@ -58,6 +58,7 @@ class KafkaSink:
         while True:
             metrics.PENDING_EVENTS.set(self.pending)
             metrics.IN_FLIGHT.set(metrics.LIVE.in_flight)
+            metrics.flush_buffers()
             await asyncio.sleep(interval)
 
     def _done(self, count: int) -> None:
@@ -75,6 +76,7 @@ class KafkaSink:
         if self._gauges is not None:
             self._gauges.cancel()
             await asyncio.gather(self._gauges, return_exceptions=True)
+        metrics.flush_buffers()
         if self._dlq_tasks:
             await asyncio.wait(self._dlq_tasks, timeout=self.timeout)
         if self.producer is not None:
