@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import httpx
+import aiohttp
 from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -57,12 +57,18 @@ class GeoRouter:
     def __init__(self, steering: SteeringTable, healthy: HealthyOrigins, geoip: GeoIP,
                  timeout: float = 10.0, max_connections: int = 512) -> None:
         self.steering, self.healthy, self.geoip = steering, healthy, geoip
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=1.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=httpx.AsyncHTTPTransport(retries=0),
-        )
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=1.0)
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
         self._rr = itertools.count()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created in the serving loop
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout, auto_decompress=False, skip_auto_headers=("User-Agent",),
+                connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=None))
+        return self._session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -94,13 +100,17 @@ class GeoRouter:
             start = next(self._rr) % len(origins)
             for origin in origins[start:] + origins[:start]:
                 try:
-                    upstream = await self.client.request(request.method, origin.base_url + target,
-                                                         content=body, headers=headers)
-                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                    async with self.session.request(request.method, origin.base_url + target, data=body,
+                                                    headers=headers, allow_redirects=False) as upstream:
+                        content = await upstream.read()
+                        status = upstream.status
+                        out_headers = {k: v for k, v in upstream.headers.items()
+                                       if k.lower() not in HOP_BY_HOP and k.lower() not in ("date", "server")}
+                except aiohttp.ClientConnectorError as exc:
                     UPSTREAM_FAILURES.labels(pool, "connect").inc()
                     log.warning("edge unreachable, trying another", extra={"edge": origin.id, "error": repr(exc)})
                     continue
-                except httpx.TransportError as exc:
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     UPSTREAM_FAILURES.labels(pool, "after_send").inc()
                     log.warning("edge failed after the request was sent; not retried",
                                 extra={"edge": origin.id, "error": repr(exc)})
@@ -109,11 +119,9 @@ class GeoRouter:
                                   retry_after=1), pool
                 if pool != pools[0]:
                     FAILOVERS.labels(pools[0], pool).inc()
-                out_headers = {k: v for k, v in upstream.headers.items()
-                               if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"}
                 out_headers["x-geo-pool"] = pool
                 out_headers["x-geo-edge"] = origin.id
-                return Response(upstream.content, upstream.status_code, headers=out_headers), pool
+                return Response(content, status, headers=out_headers), pool
         return _error(503, "no_healthy_origin", f"no healthy edge in pools {pools}", retry_after=1), "none"
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -122,7 +130,8 @@ class GeoRouter:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.client.aclose()
+                if self._session is not None:
+                    await self._session.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
