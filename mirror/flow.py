@@ -37,6 +37,10 @@ class RegionDown(Exception):
     """The region's Kafka has not answered for longer than ``region_restart_after_s``."""
 
 
+class GroupCoordinationLost(Exception):
+    """The source consumer's group coordination task ended: it would never rebalance again."""
+
+
 @dataclass
 class PartitionState:
     """What the flow knows about one assigned source partition."""
@@ -161,6 +165,11 @@ class RegionFlow:
         if self._consumer is not None:
             try:
                 await asyncio.wait_for(self._consumer.stop(), 10)
+            except asyncio.CancelledError:
+                # A dead coordination task re-raises its CancelledError here; only a real
+                # cancellation of this flow may propagate.
+                if _being_cancelled():
+                    raise
             except Exception:  # noqa: BLE001
                 pass
             self._consumer = None
@@ -181,6 +190,7 @@ class RegionFlow:
     async def _discovery_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.refresh_interval_s)
+            self._check_group()
             try:
                 await self._discover()
             except (asyncio.CancelledError, RegionDown):
@@ -330,8 +340,23 @@ class RegionFlow:
         return f"{self.cfg.transactional_id_prefix}-{self.region}-{tp.topic}-{tp.partition}"
 
     # ----------------------------------------------------------------- copying
+    def _check_group(self) -> None:
+        """Raise :class:`GroupCoordinationLost` if the consumer's group coordination has ended.
+
+        aiokafka runs joins, heartbeats and rebalance callbacks in one background task; if that
+        task dies, the consumer keeps its last assignment (or none) forever and ``getmany``
+        re-raises the task's CancelledError, which would look like a cancellation of this flow.
+        The flow is rebuilt instead (``run`` tears down and reconnects).
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        task = getattr(coordinator, "_coordination_task", None)
+        if task is not None and task.done():
+            reason = "cancelled" if task.cancelled() else repr(task.exception())
+            raise GroupCoordinationLost(f"{self.region}: consumer group coordination ended ({reason})")
+
     async def _poll_once(self) -> None:
         assert self._consumer is not None
+        self._check_group()
         if not self._subscribed or not self._consumer.assignment():
             await asyncio.sleep(self.cfg.batch_interval_ms / 1000)
             return
@@ -525,14 +550,31 @@ class RegionFlow:
 
 
 class _Listener(ConsumerRebalanceListener):
+    """Hands rebalances to the flow.
+
+    ``on_partitions_revoked`` always yields to the event loop first. aiokafka 0.14 starts its
+    heartbeat task right after a successful join; when the subscription changed while
+    ``on_partitions_assigned`` ran (a topic discovered meanwhile), it rejoins at once and stops
+    that heartbeat task again after this callback. If nothing in between yielded, the task was
+    cancelled before it ever ran, awaiting it raises CancelledError inside aiokafka's group
+    coordination task, and that task dies silently: no rebalance ever again, the new topic is
+    never assigned. Yielding once lets the heartbeat task start, so its cancellation is clean.
+    """
+
     def __init__(self, flow: RegionFlow) -> None:
         self.flow = flow
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await asyncio.sleep(0)  # see the class docstring: never return without yielding
         await self.flow.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         await self.flow.on_assigned(assigned)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _ensure_partition_known(producer: AIOKafkaProducer, tp: TopicPartition) -> None:

@@ -181,6 +181,61 @@ async def test_new_topic_partition_and_settings_follow(clusters, make_worker) ->
     assert new_topic_s < 20
 
 
+async def test_topic_auto_created_while_partitions_are_being_assigned(clusters, make_worker) -> None:
+    """Regression: a topic auto-created by a produce, discovered while the rebalance listener still
+    assigns the partitions of the topic the mirror already runs with, is assigned and copied, and
+    the source consumer's group coordination survives (aiokafka 0.14 used to lose it silently).
+
+    The test holds the flow's lock (as an in-flight central transaction would) from the moment
+    the consumer prepared its first join (its initial revocation needs the lock too), so that the
+    first ``on_partitions_assigned`` is still running when the new topic is subscribed.
+    """
+    tag = uuid.uuid4().hex[:6]
+    eu = clusters["eu"].bootstrap
+    first, auto = f"auto-{tag}-a", f"auto-{tag}-b"
+    await create_topic(eu, first, 1)
+    worker = await make_worker([f"auto-{tag}-.*"])
+    flow = worker._flows["eu"][0]  # noqa: SLF001
+    async with asyncio.timeout(30):
+        while not getattr(getattr(flow._consumer, "_coordinator", None),  # noqa: SLF001
+                          "_performed_join_prepare", False):
+            await asyncio.sleep(0)  # the join itself needs broker round trips: cannot be missed
+    async with flow._lock:  # noqa: SLF001 - the first assignment waits here
+        async with asyncio.timeout(30):
+            while flow._consumer is None or TopicPartition(first, 0) not in flow._consumer.assignment():  # noqa: SLF001
+                await asyncio.sleep(0.05)
+        consumer = flow._consumer  # noqa: SLF001
+        await produce(eu, auto, "eu", range(60))  # auto-creates the topic (3 partitions)
+        async with asyncio.timeout(30):
+            while auto not in flow.status()["topics"]:
+                await asyncio.sleep(0.05)
+    records = await read_all(clusters["central"].bootstrap, f"eu.{auto}", 60, timeout=30)
+    assert sorted(ids_of(records)) == sorted(f"eu-{i}" for i in range(60))
+    assert {f"{auto}-{p}" for p in range(3)} <= set(flow.status()["partitions"])
+    assert flow._consumer is consumer, "the flow was rebuilt: group coordination had died"  # noqa: SLF001
+    assert worker.metrics.errors.labels("eu", "GroupCoordinationLost")._value.get() == 0
+
+
+async def test_dead_group_coordination_rebuilds_the_flow(clusters, make_worker) -> None:
+    """If the source consumer's group coordination task ever ends, the flow notices and rebuilds
+    itself instead of keeping a frozen assignment (or mistaking it for its own cancellation)."""
+    topic = f"coord-{uuid.uuid4().hex[:6]}"
+    eu = clusters["eu"].bootstrap
+    central = clusters["central"].bootstrap
+    await create_topic(eu, topic, 2)
+    await produce(eu, topic, "eu", range(20))
+    worker = await make_worker([topic])
+    assert len(await read_all(central, f"eu.{topic}", 20, timeout=30, settle=0)) >= 20
+    flow = worker._flows["eu"][0]  # noqa: SLF001
+    consumer = flow._consumer  # noqa: SLF001
+    consumer._coordinator._coordination_task.cancel()  # noqa: SLF001 - the fault
+    await produce(eu, topic, "eu", range(20, 50))
+    records = await read_all(central, f"eu.{topic}", 50, timeout=30)
+    assert sorted(ids_of(records)) == sorted(f"eu-{i}" for i in range(50))   # no loss, no duplicate
+    assert worker.metrics.errors.labels("eu", "GroupCoordinationLost")._value.get() >= 1
+    assert flow._consumer is not consumer  # noqa: SLF001
+
+
 async def test_cycles_are_refused(clusters, make_worker) -> None:
     tag = uuid.uuid4().hex[:6]
     eu = clusters["eu"].bootstrap
