@@ -1,15 +1,16 @@
 """Where a client is: country from ``CF-IPCountry`` or from its IP, and the Cloudflare region code
 serving that country.
 
-The local stand-in for GeoIP is a CIDR-to-country table (``--cidr-country 127.10.0.0/16=DE``);
-simulated clients bind source addresses in loopback ranges so that the table places them.
+A GeoIP database (MaxMind DB format: GeoLite2/GeoIP2 Country or City, ``--geoip-db``) is asked
+first when one is given; then the CIDR-to-country table (``--cidr-country 127.10.0.0/16=DE``),
+the local stand-in: simulated clients bind source addresses in loopback ranges that it places.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 # Cloudflare geo-steering region codes for the countries the local stack simulates and a few more.
 # The real region is that of the Cloudflare data centre that answered; this table approximates it.
@@ -38,9 +39,19 @@ DEFAULT_CIDR_COUNTRIES = ("127.10.0.0/16=DE", "127.11.0.0/16=FR", "127.12.0.0/16
 
 @dataclass(frozen=True)
 class GeoIP:
-    """Country lookup by source address over a CIDR table (longest prefix wins)."""
+    """Country lookup by source address: a MaxMind database when given, then a CIDR table
+    (longest prefix wins)."""
 
     networks: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...]
+    database: Any = None
+
+    def with_database(self, path: str | None) -> "GeoIP":
+        """The same lookup, asking the MaxMind database at ``path`` first (None: unchanged)."""
+        if not path:
+            return self
+        import maxminddb
+
+        return GeoIP(self.networks, maxminddb.open_database(path))
 
     @classmethod
     def from_specs(cls, specs: Iterable[str]) -> "GeoIP":
@@ -61,6 +72,11 @@ class GeoIP:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return None
+        if self.database is not None:
+            record = self.database.get(addr)
+            code = (record or {}).get("country", {}).get("iso_code") if isinstance(record, dict) else None
+            if code:
+                return str(code).upper()
         for network, country in self.networks:
             if addr in network:
                 return country

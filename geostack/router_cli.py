@@ -39,6 +39,8 @@ def build_parser() -> EnvArgumentParser:
     p.add_argument("--regions", default=None, env="GEOINGEST_REGIONS", help="regions file")
     p.add_argument("--cidr-country", nargs="*", default=list(DEFAULT_CIDR_COUNTRIES),
                    env="GEO_ROUTER_CIDR_COUNTRY", help="CIDR=CC pairs placing source addresses")
+    p.add_argument("--geoip-db", default="", env="GEO_ROUTER_GEOIP_DB",
+                   help="MaxMind DB (GeoLite2/GeoIP2 Country or City) asked before the CIDR table")
     p.add_argument("--timeout", type=float, default=10.0, env="GEO_ROUTER_TIMEOUT",
                    help="seconds to wait for an edge's answer")
     p.add_argument("--log-level", default="info", env="GEO_ROUTER_LOG_LEVEL")
@@ -54,7 +56,7 @@ async def serve(args) -> None:
         return [Origin(i.id, f"http://{i.hostport}") for i in watch.instances(dc_of.get(pool, pool))]
 
     router = GeoRouter(SteeringTable.from_maps(steering_pools(regions)), healthy,
-                       GeoIP.from_specs(args.cidr_country), timeout=args.timeout)
+                       GeoIP.from_specs(args.cidr_country).with_database(args.geoip_db or None), timeout=args.timeout)
 
     def edges_snapshot() -> dict[str, list[dict[str, object]]]:
         return {name: [{"id": i.id, "address": i.hostport, "meta": dict(i.meta)}

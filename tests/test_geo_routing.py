@@ -61,3 +61,19 @@ def test_cidr_table_longest_prefix_and_bad_input() -> None:
         GeoIP.from_specs(["127.0.0.0/8"])
     with pytest.raises(ValueError):
         GeoIP.from_specs(["nonsense=DE"])
+
+
+def test_a_maxmind_database_is_asked_before_the_cidr_table(tmp_path) -> None:
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-Country")
+    writer.insert_network(IPSet(["127.10.9.0/24"]), {"country": {"iso_code": "JP"}})
+    writer.insert_network(IPSet(["198.51.100.0/24"]), {"country": {"iso_code": "BR"}})
+    path = tmp_path / "countries.mmdb"
+    writer.to_db_file(str(path))
+    geo = GeoIP.from_specs(DEFAULT_CIDR_COUNTRIES).with_database(str(path))
+    assert geo.country("198.51.100.7") == "BR"       # only in the database
+    assert geo.country("127.10.9.1") == "JP"         # the database wins over the table
+    assert geo.country("127.10.0.1") == "DE"         # not in the database: the table
+    assert TABLE.pools_for(geo.country("198.51.100.7"))[0] == "us"
