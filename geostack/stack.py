@@ -11,6 +11,7 @@ discovered in Consul), ``geo-central`` with its dashboard. In front: the geo rou
 from __future__ import annotations
 
 import logging
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class LocalStack:
     edges_per_region: int = 2
     acl: bool = True
     regions: Regions = field(default_factory=load_regions)
+    prometheus_config: Path | None = None
     kafka: dict[str, KafkaCluster] = field(default_factory=dict, init=False)
     wan: dict[str, TcpProxy] = field(default_factory=dict, init=False)
     consul: dict[str, ConsulAgent] = field(default_factory=dict, init=False)
@@ -56,6 +58,7 @@ class LocalStack:
     mirror: ServiceProcess | None = field(default=None, init=False)
     central: ServiceProcess | None = field(default=None, init=False)
     router: ServiceProcess | None = field(default=None, init=False)
+    prometheus: ServiceProcess | None = field(default=None, init=False)
     central_port: int = field(default=0, init=False)
     router_port: int = field(default=0, init=False)
     router_admin_port: int = field(default=0, init=False)
@@ -76,13 +79,14 @@ class LocalStack:
             self._start_mirror()
             self._start_central()
             self._start_router()
+            self._start_prometheus()
             self.wait_routable()
             undo.pop_all()
         return self
 
     def stop(self) -> None:
         """Stop everything (SIGTERM, then SIGKILL), the front first."""
-        for proc in [self.router, self.central, self.mirror, *[e.process for e in self.edges]]:
+        for proc in [self.prometheus, self.router, self.central, self.mirror, *[e.process for e in self.edges]]:
             if proc is not None:
                 proc.stop(timeout=20)
         for agent in self.consul.values():
@@ -118,7 +122,7 @@ class LocalStack:
             "events": f"{self.router_url}/post",
             "events_batch": f"{self.router_url}/v1/events",
             "dashboard": f"{self.central_url}/",
-            "central_api": f"{self.central_url}/v1/",
+            "central_api": f"{self.central_url}/api/summary",
             "consul_ui": f"{self.primary.url}/ui/",
             "router_metrics": f"http://127.0.0.1:{self.router_admin_port}/metrics",
             "geo_discovery": f"http://127.0.0.1:{self.router_admin_port}/v1/edges",
@@ -128,6 +132,8 @@ class LocalStack:
         for edge in self.edges:
             urls[f"edge_{edge.node_id}"] = f"http://127.0.0.1:{edge.port}/status"
             urls[f"edge_{edge.node_id}_metrics"] = f"http://127.0.0.1:{edge.metrics_port}/metrics"
+        if self.prometheus is not None:
+            urls["prometheus"] = f"http://127.0.0.1:{self.prometheus_port}/targets"
         if self.acl:
             urls["consul_ui_token"] = self.primary.management_token
         return urls
@@ -154,6 +160,10 @@ class LocalStack:
         wait_until(ready, timeout, interval=0.25, what=f"routable edges {want}")
 
     # -- components ------------------------------------------------------------------------------
+
+    @property
+    def prometheus_port(self) -> int:
+        return int(self.regions.local.get("prometheus_port", 9090))
 
     def _port(self, fixed: int) -> int:
         return fixed if self.fixed_ports else free_port()
@@ -188,7 +198,8 @@ class LocalStack:
         if self.fixed_ports:
             base = int(self.regions.local.get("consul_http_port", 8500))
             ports = [ConsulPorts(http=base + i) for i in range(len(dcs))]
-        agents = start_agents(dcs, self.workdir / "consul", acl=self.acl, dev=False, ports=ports)
+        agents = start_agents(dcs, self.workdir / "consul", acl=self.acl, dev=False, ports=ports,
+                              extra_config={"ui_config": {"enabled": True}})
         self.consul = {a.datacenter: a for a in agents}
         if self.acl:
             primary = self.consul[central_dc]
@@ -285,3 +296,16 @@ class LocalStack:
         self.router = ServiceProcess("router", python_entry("geostack.router_cli"), self.workdir / "logs",
                                      env=env, health_url=None)
         self.router.start()
+
+    def _start_prometheus(self) -> None:
+        """Prometheus scraping every component (``observability/prometheus.yml``, regions.yaml's
+        fixed ports), when a config is given and the binary is installed."""
+        binary = shutil.which("prometheus")
+        if self.prometheus_config is None or binary is None:
+            return
+        self.prometheus = ServiceProcess(
+            "prometheus", [binary, f"--config.file={self.prometheus_config}",
+                           f"--storage.tsdb.path={self.workdir / 'prometheus'}",
+                           f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+            self.workdir / "logs", health_url=f"http://127.0.0.1:{self.prometheus_port}/-/ready")
+        self.prometheus.start().wait_healthy(60)

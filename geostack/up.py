@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging("info", service="geostack")
     stack = LocalStack(args.workdir, fixed_ports=not args.free_ports,
-                       edges_per_region=args.edges_per_region, acl=not args.no_acl)
+                       edges_per_region=args.edges_per_region, acl=not args.no_acl,
+                       prometheus_config=None if args.free_ports else REPO / "observability" / "prometheus.yml")
     print(f"starting the geo stack in {args.workdir} (logs in {args.workdir / 'logs'}) ...", flush=True)
     with stack:
         print("geo stack is up:")
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Ctrl-C stops everything.", flush=True)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean stop short
+            signal.signal(sig, signal.SIG_IGN)
         print("stopping ...", flush=True)
     print("stopped.")
     return 0
