@@ -165,11 +165,6 @@ def test_dockerfile_is_multi_stage_pinned_and_serves_every_command() -> None:
         assert entry in ignored, entry
 
 
-# Settings the brief's contract names but the component does not accept yet. When it does, the
-# test below fails: remove the name from this set (strict, like an xfail that must not pass).
-PENDING_SETTINGS = {"geo-edge": {"GEO_EDGE_CONSUL_URL"}}
-
-
 def test_every_setting_is_accepted_by_its_command(compose: dict[str, Any]) -> None:
     """Every GEO_* variable and --flag compose passes appears in the command's --help."""
     helps: dict[str, str] = {}
@@ -183,13 +178,8 @@ def test_every_setting_is_accepted_by_its_command(compose: dict[str, Any]) -> No
             assert result.returncode == 0, f"{command} --help: {result.stderr}"
             helps[command] = result.stdout
         text = helps[command]
-        pending = PENDING_SETTINGS.get(command, set())
         for variable in service.get("environment", {}):
-            if variable.startswith("GEO_") and variable not in pending:
+            if variable.startswith("GEO_"):
                 assert variable in text, f"{name}: {command} does not know {variable}"
         for flag in (t for t in service["command"][1:] if t.startswith("--")):
             assert flag in text, f"{name}: {command} does not know {flag}"
-    for command, variables in PENDING_SETTINGS.items():
-        for variable in variables:
-            assert variable not in helps.get(command, variable), \
-                f"{command} now accepts {variable}: drop it from PENDING_SETTINGS"
