@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.metadata
+import logging
 import os
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -202,6 +203,10 @@ def create_app_from_env() -> Starlette:
     config = EdgeConfig.from_env()
     from service_kit.logs import configure_logging
     configure_logging(config.log_level, service="geo-edge", region=config.region, edge=config.node_id)
+    # No access log: uvicorn decides per connection with hasHandlers(), which the root JSON handler
+    # would satisfy (and then it formats the request line of every answer).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers, access.propagate = [], False
     app = create_app(config)
     # The hot path allocates many short-lived objects: collect the young generation less often
     # and keep the start-up objects out of every collection.

@@ -21,6 +21,7 @@ import uvicorn
 from uvicorn.supervisors import multiprocess
 
 from edge import lifecycle
+from edge.http_protocol import EdgeHttpProtocol
 from edge.config import CONFIG_ENV, EdgeConfig
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,11 @@ class EdgeProcess(multiprocess.Process):
 
 
 def uvicorn_config(config: EdgeConfig) -> uvicorn.Config:
-    """uvicorn settings for the edge: uvloop, httptools, TLS when configured, the factory by name."""
+    """uvicorn settings for the edge: uvloop, httptools (one write per response), TLS when
+    configured, the factory by name."""
     return uvicorn.Config(
         "edge.app:create_app_from_env", factory=True, host=config.host, port=config.port,
-        workers=config.workers, loop="uvloop", http="httptools", lifespan="on",
+        workers=config.workers, loop="uvloop", http=EdgeHttpProtocol, lifespan="on",
         log_config=None, access_log=False, server_header=False, date_header=False,
         timeout_graceful_shutdown=int(config.shutdown_timeout) or 1, backlog=4096,
         ssl_certfile=config.tls_cert or None, ssl_keyfile=config.tls_key or None,
