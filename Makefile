@@ -54,6 +54,9 @@ bench-mirror: deps  ## mirror throughput and latency against MirrorMaker 2
 bench-central: deps  ## loader rate into chdb and dashboard query latency at 10M rows
 	$(BIN)/python -m bench.central
 
+fuzz-edge: deps  ## a bounded schemathesis run against a live edge (last line: JSON summary)
+	$(BIN)/python -m bench.fuzz --examples 100
+
 bench-stack: deps  ## the whole stack under load and a soak
 	$(BIN)/python -m bench.stack
 

@@ -33,7 +33,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = b"application/json"
-_SINGLE_TYPES = frozenset((b"", b"application/json", b"text/plain"))
+# /post takes what the original service took: the body is the event whatever the declared type,
+# so `curl -d '{...}'` (application/x-www-form-urlencoded) works as it always did.
+_SINGLE_TYPES = frozenset((b"", b"application/json", b"text/plain", b"application/x-www-form-urlencoded"))
 _NDJSON_TYPES = frozenset((b"application/x-ndjson", b"application/ndjson", b"application/jsonl",
                            b"application/jsonlines", b"application/x-jsonlines"))
 # The smallest transparent GIF (43 bytes).

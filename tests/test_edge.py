@@ -42,6 +42,20 @@ async def test_post_event_is_stored_with_contract_headers(kafka, unique_topic):
     assert abs(int(h["received-at"]) - record.timestamp) < 60_000
 
 
+async def test_post_takes_a_form_encoded_body_like_the_original(kafka, unique_topic):
+    """`curl -d '{...}' /post` sends application/x-www-form-urlencoded; the original took it."""
+    body = b'{"event":"view","os":"linux","browser":"chrome"}'
+    async with running_app(edge_config(kafka.bootstrap, unique_topic)) as (_, client):
+        r = await client.post("/post", content=body,
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+        batch = await client.post("/v1/events", content=body,
+                                  headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+    assert batch.status_code == 415
+    (record,) = await consume(kafka.bootstrap, unique_topic, 1)
+    assert record.value == body
+
+
 async def test_untrusted_peer_headers_are_ignored_and_idempotency_key_is_the_event_id(kafka, unique_topic):
     cfg = edge_config(kafka.bootstrap, unique_topic, trusted_proxies=("10.0.0.0/8",))
     async with running_app(cfg) as (_, client):
