@@ -207,7 +207,8 @@ class BatchingProducer:
                 self._on_failure("produce timed out")
 
     async def close(self, timeout: float) -> None:
-        """Hand over every open batch and wait (bounded) until they are in aiokafka's accumulator."""
+        """Hand over every open batch and wait (bounded) for their acks; what is still unacknowledged
+        then resolves to a 503 error."""
         self._flush()
         if self._sending:
             await asyncio.wait(list(self._sending.values()), timeout=timeout)
@@ -216,3 +217,9 @@ class BatchingProducer:
             await asyncio.wait(waiting, timeout=timeout)
         self._sweeper.cancel()
         await asyncio.gather(self._sweeper, return_exceptions=True)
+        error = EdgeError(KAFKA_UNAVAILABLE, "the Kafka producer was closed before the ack")
+        for delivery in self._deliveries:  # nobody waits forever: unacknowledged means 503
+            if delivery.remaining >= 0:
+                delivery.results = [r if r is not None else error for r in delivery.results]
+                self._finish(delivery)
+        self._deliveries.clear()

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 __all__ = ["Ack", "KafkaSink", "Record"]
 
 
+#: Errors after which aiokafka's idempotent producer never produces again.
+FATAL_PRODUCER_ERRORS = ("OutOfOrderSequenceNumber", "UnknownProducerId", "InvalidProducerEpoch",
+                         "ProducerFenced", "InvalidProducerIdMapping")
+
+
 class KafkaSink:
     """Produces records and tracks whether Kafka is reachable.
 
@@ -44,6 +49,7 @@ class KafkaSink:
         self._gauges: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._replace_producer = False
         self._dlq_tasks: set[asyncio.Task[None]] = set()
         metrics.KAFKA_UP.set(0)
 
@@ -98,14 +104,21 @@ class KafkaSink:
         metrics.KAFKA_UP.set(1 if up else 0)
 
     def suspect(self, error: str) -> None:
-        """A produce failed or timed out: report down until the next probe succeeds."""
+        """A produce failed or timed out: report down until the next probe succeeds. After an
+        error that breaks the idempotent producer for good (a broker restart can leave it with
+        OutOfOrderSequenceNumber or UnknownProducerId; aiokafka cannot bump the epoch), the
+        supervisor replaces the producer with a new one (a new producer id)."""
         self._set_up(False, error)
+        if error.startswith(FATAL_PRODUCER_ERRORS):
+            self._replace_producer = True
         self._wake.set()
 
     async def _supervise(self) -> None:
         interval = self.config.kafka_check_interval
         while not self._stopping:
             try:
+                if self._replace_producer:
+                    await self._drop_producer()
                 if self.producer is None:
                     await self._connect()
                 else:
@@ -142,6 +155,18 @@ class KafkaSink:
         self.producer = producer
         self.batching = BatchingProducer(producer, self.topic, self.timeout, self._done, self.suspect)
         self._set_up(True)
+
+    async def _drop_producer(self) -> None:
+        """Retire a producer whose idempotence state is broken; ``_connect`` makes a new one.
+        Records it still holds fail, and their requests have been answered 503 already."""
+        self._replace_producer = False
+        producer, batching = self.producer, self.batching
+        self.producer, self.batching = None, None
+        log.warning("replacing the Kafka producer", extra={"error": self.last_error})
+        if batching is not None:
+            await _bounded(batching.close(0.5), 2)
+        if producer is not None:
+            await _bounded(producer.stop(), 5)
 
     async def _ensure_topics(self) -> None:
         c = self.config

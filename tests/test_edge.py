@@ -246,3 +246,22 @@ async def test_status_is_503_while_kafka_is_absent_at_start(unique_topic):
             r = await client.post("/post", content=b'{"event":"x"}')
             assert r.status_code == 503 and r.json()["error"]["reason"] == "kafka_unavailable"
             assert r.headers["retry-after"] == "2"
+
+
+async def test_a_broken_idempotent_producer_is_replaced(kafka, unique_topic):
+    """After a broker restart aiokafka's idempotent producer can be left with
+    OutOfOrderSequenceNumber for good; the edge must replace it and serve again by itself."""
+    import asyncio
+
+    async with running_app(edge_config(kafka.bootstrap, unique_topic)) as (app, client):
+        sink = app.state.sink
+        first = sink.producer
+        assert (await client.post("/post", json={"event": "before"})).status_code == 200
+        sink.suspect("OutOfOrderSequenceNumber: [Error 45] OutOfOrderSequenceNumber")
+        assert (await client.post("/post", json={"event": "during"})).status_code == 503
+        async with asyncio.timeout(30):
+            while not (sink.up and sink.producer is not None and sink.producer is not first):
+                await asyncio.sleep(0.05)
+        assert (await client.post("/post", json={"event": "after"})).status_code == 200
+    records = await consume(kafka.bootstrap, unique_topic, 2)
+    assert sorted(r.value for r in records) == [b'{"event":"after"}', b'{"event":"before"}']
