@@ -218,6 +218,9 @@ class KafkaCluster:
             "num.network.threads": "2",
             "num.io.threads": "4",
             "log.segment.bytes": str(64 * 1024 * 1024),
+            # a starved 2-core machine must not get the single broker fenced by its own controller
+            "broker.session.timeout.ms": "30000",
+            "broker.heartbeat.interval.ms": "2000",
         }
         path = self.workdir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
