@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from edge import metrics
+from service_kit.bounded import settle
 from edge.batching import Ack, BatchingProducer, Record
 from edge.config import EdgeConfig
 from edge.errors import KAFKA_UNAVAILABLE, OVERLOADED, EdgeError
@@ -245,7 +246,5 @@ class KafkaSink:
 
 
 async def _bounded(awaitable: Any, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(awaitable, timeout)
-    except Exception as exc:  # cleanup of a client that never worked
-        log.debug("cleanup failed", extra={"error": repr(exc)})
+    """Cleanup of a client that may never have worked: bounded, never raising, never hanging."""
+    await settle(awaitable, timeout, "kafka client cleanup")

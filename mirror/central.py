@@ -13,6 +13,7 @@ from mirror.config import MirrorConfig
 from mirror.metrics import MirrorMetrics
 from mirror.positions import Positions
 from mirror.topics import CentralTopics
+from service_kit.bounded import settle
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,7 @@ class Central:
 
 
 async def _stop_quietly(producer: AIOKafkaProducer, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(producer.stop(), timeout)
-    except Exception:  # noqa: BLE001
-        pass
+    await settle(producer.stop(), timeout, "stop central producer")
 
 
 stop_producer = _stop_quietly

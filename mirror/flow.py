@@ -23,6 +23,7 @@ from aiokafka.structs import ConsumerRecord
 
 from mirror.backoff import Backoff
 from mirror.central import Central, stop_producer
+from service_kit.bounded import settle
 from mirror.config import MirrorConfig
 from mirror.heartbeat import emit_heartbeats, ensure_heartbeat_topic
 from mirror.metrics import MirrorMetrics
@@ -163,21 +164,12 @@ class RegionFlow:
         self._subscribed = set()
         self.metrics.partitions.labels(self.region).set(0)
         if self._consumer is not None:
-            try:
-                await asyncio.wait_for(self._consumer.stop(), 10)
-            except asyncio.CancelledError:
-                # A dead coordination task re-raises its CancelledError here; only a real
-                # cancellation of this flow may propagate.
-                if _being_cancelled():
-                    raise
-            except Exception:  # noqa: BLE001
-                pass
+            # In its own task: a dead coordination task's CancelledError stays there, and a
+            # stop that never ends (brokers gone) cannot hang the flow's shutdown.
+            await settle(self._consumer.stop(), 10, f"stop consumer of {self.region}")
             self._consumer = None
         if self._admin is not None:
-            try:
-                await asyncio.wait_for(self._admin.close(), 10)
-            except Exception:  # noqa: BLE001
-                pass
+            await settle(self._admin.close(), 10, f"close admin of {self.region}")
             self._admin = None
         producers = list(self._producers.values())
         self._producers.clear()
@@ -570,11 +562,6 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         await self.flow.on_assigned(assigned)
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 async def _ensure_partition_known(producer: AIOKafkaProducer, tp: TopicPartition) -> None:

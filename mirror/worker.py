@@ -88,7 +88,10 @@ class MirrorWorker:
         self._flows.clear()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=self.config.operation_timeout_s + 20)
+            if stuck:
+                log.warning("region flows did not stop in time", extra={"flows": len(stuck)})
         await self.central.stop()
         self._started = False
 
