@@ -15,6 +15,7 @@ import argparse
 import collections
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,8 @@ def lua_post(path: Path, route: str, body: bytes, ctype: str) -> Path:
 
 
 def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
+    """One wrk run: rate, latency percentiles, errors and wrk's own CPU (cores)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
                           "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -52,7 +55,9 @@ def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str
     p99 = int(re.search(r"^P99 (\d+)", out, re.M).group(1)) / 1000
     non2xx = int(re.search(r"^NON2XX (\d+)", out, re.M).group(1))
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": non2xx,
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cores = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / duration
+    return {"rps": rps, "wrk_cores": round(wrk_cores, 2), "p50_ms": p50, "p99_ms": p99, "non_2xx": non2xx,
             "socket_errors": errors.group(1) if errors else ""}
 
 
@@ -143,6 +148,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=100, help="events per batch request")
     ap.add_argument("--batch-connections", type=int, default=0, help="wrk connections for batches "
                     "(default: a quarter of --connections, at least 8)")
+    ap.add_argument("--linger-ms", type=int, default=EdgeConfig.linger_ms, help="the edge's producer linger")
     ap.add_argument("--skip-perf", action="store_true", help="skip Kafka's ProducerPerformance run")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
@@ -150,7 +156,7 @@ def main() -> int:
     port = free_port()
     cfg = EdgeConfig(host="127.0.0.1", port=port, metrics_host="127.0.0.1", metrics_port=free_port(),
                      kafka=cluster.bootstrap, topic="bench-events", workers=args.workers,
-                     max_pending_events=200_000, log_level="warning")
+                     max_pending_events=200_000, log_level="warning", linger_ms=args.linger_ms)
     edge = spawn(edge_argv(cfg), work / "edge.log", env=edge_env())
     base = f"http://127.0.0.1:{port}"
     result: dict[str, object] = {"workers": args.workers, "cores": os.cpu_count(), "event_bytes": len(EVENT)}
@@ -164,22 +170,26 @@ def main() -> int:
 
         pids = tree_pids(edge.pid)
         load_s = load_average()
-        cpu0 = cpu_seconds(pids)
+        cpu0, kafka0 = cpu_seconds(pids), cpu_seconds([cluster.pid])
         s = run_wrk(base, single, args.duration, args.connections)
         cpu_s = cpu_seconds(pids) - cpu0
+        kafka_s = (cpu_seconds([cluster.pid]) - kafka0) / args.duration
         s_cpu_us = cpu_s / max(1.0, s["rps"] * args.duration) * 1e6
         print(f"single /post: {s['rps']:.0f} req/s  p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms"
               f"  non-2xx {s['non_2xx']} {s['socket_errors']}  load1 before {load_s:.2f}"
-              f"  edge CPU {s_cpu_us:.0f} us/request ({cpu_s / args.duration:.2f} cores)", flush=True)
+              f"  edge CPU {s_cpu_us:.0f} us/request ({cpu_s / args.duration:.2f} cores)"
+              f"  Kafka {kafka_s:.2f} cores  wrk {s['wrk_cores']:.2f} cores", flush=True)
         rss_single = rss_mb(tree_pids(edge.pid))
         load_b = load_average()
-        cpu0 = cpu_seconds(pids)
+        cpu0, kafka0 = cpu_seconds(pids), cpu_seconds([cluster.pid])
         b = run_wrk(base, batch, args.duration, args.batch_connections or max(8, args.connections // 4))
         cpu_b = cpu_seconds(pids) - cpu0
+        kafka_b = (cpu_seconds([cluster.pid]) - kafka0) / args.duration
         b_cpu_us = cpu_b / max(1.0, b["rps"] * args.batch * args.duration) * 1e6
         print(f"batch /v1/events x{args.batch}: {b['rps'] * args.batch:.0f} events/s ({b['rps']:.0f} req/s)"
               f"  p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms  non-2xx {b['non_2xx']}"
-              f"  load1 before {load_b:.2f}  edge CPU {b_cpu_us:.1f} us/event ({cpu_b / args.duration:.2f} cores)",
+              f"  load1 before {load_b:.2f}  edge CPU {b_cpu_us:.1f} us/event ({cpu_b / args.duration:.2f} cores)"
+              f"  Kafka {kafka_b:.2f} cores  wrk {b['wrk_cores']:.2f} cores",
               flush=True)
         rss = max(rss_single, rss_mb(tree_pids(edge.pid)))
         print(f"edge RSS (supervisor + workers): {rss:.0f} MB", flush=True)
@@ -207,6 +217,10 @@ def main() -> int:
             "single_rps": round(s["rps"]), "single_p50_ms": s["p50_ms"], "single_p99_ms": s["p99_ms"],
             "single_non_2xx": s["non_2xx"], "single_load1_before": load_s,
             "single_edge_cpu_us_per_request": round(s_cpu_us), "batch_load1_before": load_b,
+            "single_cores": {"edge": round(cpu_s / args.duration, 2), "kafka": round(kafka_s, 2),
+                             "wrk": s["wrk_cores"]},
+            "batch_cores": {"edge": round(cpu_b / args.duration, 2), "kafka": round(kafka_b, 2),
+                            "wrk": b["wrk_cores"]},
             "batch_edge_cpu_us_per_event": round(b_cpu_us, 1),
             "batch_events_per_s": round(b["rps"] * args.batch), "batch_requests_per_s": round(b["rps"]),
             "batch_p50_ms": b["p50_ms"], "batch_p99_ms": b["p99_ms"], "batch_non_2xx": b["non_2xx"],

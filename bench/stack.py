@@ -3,8 +3,11 @@
 1. Throughput through the geo router and, for comparison, straight to the edges: simulated
    clients send batches as fast as the stack acknowledges them for ``--seconds``; figures: events/s
    acknowledged end to end (each run waits until every acknowledged event is in the central table),
-   client p50/p99, end-to-end p99 (edge receive -> central table), peak mirror lag.
-2. A soak at ``--soak-rate`` for ``--soak-seconds`` (default 600): every process's RSS at the start
+   client p50/p99, end-to-end p99 (edge receive -> central table), peak mirror lag, and the cores
+   each component used while the clients sent.
+2. Sustained: ``--rate`` events/s offered through the router for ``--seconds``; the stack keeps up
+   when the acknowledged rate matches the offer and the mirror lag stays bounded (small catch-up).
+3. A soak at ``--soak-rate`` for ``--soak-seconds`` (default 600): every process's RSS at the start
    and at the end (growth would mean a leak), and again nothing lost.
 
 Prints progress, then one JSON object as the last line.
@@ -38,15 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="each throughput run")
     parser.add_argument("--batch", type=int, default=50, help="events per request")
     parser.add_argument("--clients-per-country", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=10_000.0,
+                        help="events/s offered through the router in the sustained run")
     parser.add_argument("--soak-seconds", type=float, default=600.0)
-    parser.add_argument("--soak-rate", type=float, default=2000.0, help="events/s during the soak")
+    parser.add_argument("--soak-rate", type=float, default=10_000.0, help="events/s during the soak")
     args = parser.parse_args(argv)
     configure_logging("warning", service="bench-stack")
     workdir = Path(tempfile.mkdtemp(prefix="geo-bench-stack-"))
     result: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cores": os.cpu_count()}
     with LocalStack(workdir) as stack:
         say(f"stack up in {workdir}")
-        for mode in ("router", "direct"):
+        for mode in ("router", "direct", "sustained"):
             result[mode] = throughput_run(stack, mode, args)
             say(f"{mode}: {result[mode]}")
         result["soak"] = soak(stack, args)
@@ -59,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> dict[str, object]:
     lag = LagSampler(stack).start()
     started = time.time()
-    if mode == "router":
-        report = asyncio.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=1e9,
+    cpu_before = cpu_by_component(stack)
+    if mode in ("router", "sustained"):
+        rate = args.rate if mode == "sustained" else 1e9
+        report = asyncio.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=rate,
                                          batch=args.batch, clients_per_country=args.clients_per_country))
     else:
         report = LoadReport(run_id=f"direct-{int(started)}")
@@ -72,16 +79,21 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
                                    for e in stack.edges))
         asyncio.run(all_edges())
         report.finished = time.monotonic()
+    sending = time.time() - started
+    cpu_after = cpu_by_component(stack)
+    lag_at_end = lag.current
     audit = wait_for_central(stack.central_url, report, timeout=300)
     lag.stop()
     e2e = e2e_latency(stack, started)
     client = report.summary()
+    cores = {name: round((cpu_after[name] - cpu_before.get(name, 0.0)) / sending, 2) for name in cpu_after}
     return {"events_per_s_acknowledged": client["events_per_s"],
             "events_per_s_end_to_end": round(len(report.acked) / (time.time() - started), 1),
             "acknowledged": len(report.acked), "lost": audit.missing, "duplicates": audit.duplicates,
             "client_request_p50_ms": client["request_p50_ms"], "client_request_p99_ms": client["request_p99_ms"],
             "client_errors_retried": client["client_errors_retried"], "end_to_end_p99_ms": e2e,
-            "mirror_lag_peak_records": lag.peak, "catch_up_s": round(audit.seconds_to_complete, 1)}
+            "mirror_lag_peak_records": lag.peak, "mirror_lag_when_sending_stopped": lag_at_end, "catch_up_s": round(audit.seconds_to_complete, 1),
+            "cores_used_while_sending": cores}
 
 
 def soak(stack: LocalStack, args: argparse.Namespace) -> dict[str, object]:
@@ -99,15 +111,40 @@ def soak(stack: LocalStack, args: argparse.Namespace) -> dict[str, object]:
             "rss_mb": {name: {"start": before[name], "end": after.get(name)} for name in before}}
 
 
-def rss_by_component(stack: LocalStack) -> dict[str, float]:
-    """Resident memory (MB, process tree summed) of every process of the stack."""
+def component_pids(stack: LocalStack) -> dict[str, int]:
+    """The root process of every component of the stack, by name."""
     pids: dict[str, int | None] = {f"kafka-{n}": c.pid for n, c in stack.kafka.items()}
     pids |= {f"consul-{n}": a.pid for n, a in stack.consul.items()}
     pids |= {f"edge-{e.node_id}": e.process.pid for e in stack.edges}
     for name in ("mirror", "central", "router"):
         proc = getattr(stack, name)
         pids[name] = proc.pid if proc is not None else None
-    return {name: round(tree_rss_kb(pid) / 1024, 1) for name, pid in pids.items() if pid}
+    return {name: pid for name, pid in pids.items() if pid}
+
+
+def rss_by_component(stack: LocalStack) -> dict[str, float]:
+    """Resident memory (MB, process tree summed) of every process of the stack."""
+    return {name: round(tree_rss_kb(pid) / 1024, 1) for name, pid in component_pids(stack).items()}
+
+
+def cpu_by_component(stack: LocalStack) -> dict[str, float]:
+    """CPU seconds used so far (process tree summed) by every component, and by this process
+    (the simulated clients) as ``clients``."""
+    out = {name: tree_cpu_s(pid) for name, pid in component_pids(stack).items()}
+    out["clients"] = tree_cpu_s(os.getpid(), children=False)
+    return out
+
+
+def tree_cpu_s(pid: int, children: bool = True) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for proc in [pid, *(descendants(pid) if children else [])]:
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / tick
 
 
 def tree_rss_kb(pid: int) -> int:
@@ -145,6 +182,7 @@ class LagSampler:
     def __init__(self, stack: LocalStack) -> None:
         self.url = f"http://127.0.0.1:{stack.mirror_admin_port}/metrics"
         self.peak = 0.0
+        self.current = 0.0
         self._stop = threading.Event()
 
     def start(self) -> "LagSampler":
@@ -162,6 +200,7 @@ class LagSampler:
                 continue
             lag = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                       if line.startswith("geo_mirror_records_behind{"))
+            self.current = lag
             self.peak = max(self.peak, lag)
 
 

@@ -21,7 +21,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from central.clickhouse import AsyncClickHouse, ClickHouseError
 from central.metrics import CentralMetrics
-from central.records import KafkaRecord, Rejected, event_row, heartbeat_row, quarantine_row
+from central.records import RecordLike, Rejected, event_row, heartbeat_row, quarantine_row
 from central.schema import Tables
 
 log = logging.getLogger(__name__)
@@ -69,18 +69,28 @@ class Loader:
         self.metrics = metrics
         self._events_re = re.compile(config.events_pattern)
         self._heartbeats_re = re.compile(config.heartbeats_pattern)
+        self._heartbeat_topics: dict[str, bool] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._inserted_batches = 0
         self.state: dict[str, Any] = {"running": False, "batches": 0, "last_batch_ms": None,
                                       "last_error": None, "insert_failing": False, "topics": []}
 
-    def classify(self, record: KafkaRecord, loaded_at: int, batch: Batch) -> None:
+    def classify(self, record: RecordLike, loaded_at: int, batch: Batch) -> None:
         """Add ``record`` to the batch as an event, a heartbeat or a quarantined record."""
         tp = TopicPartition(record.topic, record.partition)
         batch.offsets[tp] = max(batch.offsets.get(tp, -1), record.offset + 1)
         batch.records += 1
+        self._classify(record, loaded_at, batch)
+
+    def _is_heartbeats(self, topic: str) -> bool:
+        known = self._heartbeat_topics.get(topic)
+        if known is None:
+            known = self._heartbeat_topics[topic] = bool(self._heartbeats_re.match(topic))
+        return known
+
+    def _classify(self, record: RecordLike, loaded_at: int, batch: Batch) -> None:
         try:
-            if self._heartbeats_re.match(record.topic):
+            if self._is_heartbeats(record.topic):
                 batch.heartbeats.append(orjson.dumps(heartbeat_row(record, loaded_at, self.config.max_record_bytes)))
             else:
                 batch.events.append(orjson.dumps(event_row(record, loaded_at, self.config.max_record_bytes)))
@@ -155,7 +165,10 @@ class Loader:
         self.state["topics"] = sorted(topics)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume and load until ``stop`` is set; uncommitted work is replayed on the next start."""
+        """Consume and load until ``stop`` is set; uncommitted work is replayed on the next start.
+
+        While one batch is inserted (in ClickHouse's thread), the next one is consumed and
+        converted; its insert starts only after the previous batch's offsets are committed."""
         cfg = self.config
         consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap, group_id=cfg.group, client_id="geo-central",
@@ -167,6 +180,7 @@ class Loader:
         await consumer.start()
         self.state["running"] = True
         log.info("loader started", extra={"bootstrap": cfg.bootstrap, "group": cfg.group})
+        inserting: asyncio.Task[None] | None = None  # the previous batch, inserted while this one fills
         try:
             while not stop.is_set():
                 batch = Batch()
@@ -178,14 +192,25 @@ class Loader:
                     got = await consumer.getmany(timeout_ms=int(remaining * 1000) + 1,
                                                  max_records=cfg.batch_size - batch.records)
                     loaded_at = int(time.time() * 1000)
-                    for records in got.values():
-                        for r in records:
-                            self.classify(KafkaRecord(r.topic, r.partition, r.offset, r.timestamp,
-                                                      r.value, r.headers), loaded_at, batch)
+                    for tp, records in got.items():
+                        if not records:
+                            continue
+                        batch.offsets[tp] = records[-1].offset + 1  # fetched in offset order
+                        batch.records += len(records)
+                        for record in records:
+                            self._classify(record, loaded_at, batch)
+                if inserting is not None:  # batches are committed in order: one insert at a time
+                    await inserting
+                    inserting = None
                 if batch.records:
-                    await self.flush(batch)
+                    inserting = asyncio.create_task(self.flush(batch), name="insert")
                 await self._update_lag()
+            if inserting is not None:
+                await inserting
         finally:
+            if inserting is not None and not inserting.done():
+                inserting.cancel()  # not committed: the batch is replayed (and deduplicated) on restart
+                await asyncio.gather(inserting, return_exceptions=True)
             self.state["running"] = False
             await consumer.stop()
             log.info("loader stopped")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Protocol, Sequence
 
 import orjson
 
@@ -19,9 +19,25 @@ EXTRACTED_FIELDS = ("event", "os", "browser", "timestamp", "event_id", "sent_at"
 PREVIEW_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class KafkaRecord:
-    """The parts of a consumed record that the loader uses."""
+class RecordLike(Protocol):
+    """What the loader reads of a consumed record (aiokafka's ``ConsumerRecord`` has it)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class KafkaRecord(NamedTuple):
+    """A record built by hand (tests, benchmarks): the parts of a consumed record the loader uses."""
 
     topic: str
     partition: int
@@ -46,11 +62,12 @@ def ch_time(ms: int | None) -> str | None:
     return f"{ms // 1000}.{ms % 1000:03d}"
 
 
-def _headers(record: KafkaRecord) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in record.headers or ():
-        out[key] = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-    return out
+def _headers(record: RecordLike) -> dict[str, str]:
+    try:
+        return {key: value.decode("utf-8", "replace") for key, value in record.headers or ()}
+    except AttributeError:  # a value that is not bytes (hand-built records)
+        return {key: value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+                for key, value in record.headers or ()}
 
 
 def _int_header(headers: dict[str, str], name: str, required: bool) -> int | None:
@@ -95,7 +112,7 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _check_size(record: KafkaRecord, max_bytes: int) -> bytes:
+def _check_size(record: RecordLike, max_bytes: int) -> bytes:
     if record.value is None:
         raise Rejected("empty", "record has no value")
     if len(record.value) > max_bytes:
@@ -113,28 +130,35 @@ def _json_object(value: bytes) -> dict[str, Any]:
     return doc
 
 
-def event_row(record: KafkaRecord, loaded_at: int, max_bytes: int) -> dict[str, Any]:
+_EXTRACTED = frozenset(EXTRACTED_FIELDS)
+
+
+def event_row(record: RecordLike, loaded_at: int, max_bytes: int) -> dict[str, Any]:
     """The ``events`` row for a mirrored event record; raises :class:`Rejected`."""
     headers = _headers(record)
+    get = headers.get
     for name in REQUIRED_EVENT_HEADERS:
-        if not headers.get(name):
+        if not get(name):
             raise Rejected("missing_header", f"header {name!r} missing")
     received_at = _int_header(headers, "received-at", True)
     assert received_at is not None
     doc = _json_object(_check_size(record, max_bytes))
-    sent_at = _int_header(headers, "sent-at", False)
-    client_ts = _client_ms(doc.get("timestamp"))
-    properties = {k: v for k, v in doc.items() if k not in EXTRACTED_FIELDS}
+    sent_at = _int_header(headers, "sent-at", False) if "sent-at" in headers else None
+    timestamp = doc.get("timestamp")
+    client_ts = _client_ms(timestamp) if timestamp is not None else None
+    properties = {k: v for k, v in doc.items() if k not in _EXTRACTED}
+    event, os_, browser = doc.get("event"), doc.get("os"), doc.get("browser")
+    user = doc.get("user_id") or doc.get("anonymous_id")
     return {
         "event_id": headers["event-id"],
-        "event": _text(doc.get("event")),
-        "os": _text(doc.get("os")),
-        "browser": _text(doc.get("browser")),
-        "country": headers.get("country", ""),
+        "event": event if type(event) is str else _text(event),
+        "os": os_ if type(os_) is str else _text(os_),
+        "browser": browser if type(browser) is str else _text(browser),
+        "country": get("country", ""),
         "region": headers["region"],
         "edge": headers["edge"],
-        "user_id": _text(doc.get("user_id") or doc.get("anonymous_id")),
-        "client_ip": headers.get("client-ip", ""),
+        "user_id": user if type(user) is str else _text(user),
+        "client_ip": get("client-ip", ""),
         "properties": orjson.dumps(properties).decode(),
         "client_ts": ch_time(client_ts),
         "sent_at": ch_time(sent_at),
@@ -145,13 +169,13 @@ def event_row(record: KafkaRecord, loaded_at: int, max_bytes: int) -> dict[str, 
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "source_topic": headers.get("mirror-source-topic", ""),
+        "source_topic": get("mirror-source-topic", ""),
         "source_partition": _int_header(headers, "mirror-source-partition", False),
         "source_offset": _int_header(headers, "mirror-source-offset", False),
     }
 
 
-def heartbeat_row(record: KafkaRecord, loaded_at: int, max_bytes: int) -> dict[str, Any]:
+def heartbeat_row(record: RecordLike, loaded_at: int, max_bytes: int) -> dict[str, Any]:
     """The ``heartbeats`` row for ``{"region": .., "ts": ms}``; raises :class:`Rejected`."""
     doc = _json_object(_check_size(record, max_bytes))
     region, ts = doc.get("region"), doc.get("ts")
@@ -166,7 +190,7 @@ def heartbeat_row(record: KafkaRecord, loaded_at: int, max_bytes: int) -> dict[s
             "partition": record.partition, "offset": record.offset}
 
 
-def quarantine_row(record: KafkaRecord, reason: str, detail: str, loaded_at: int) -> dict[str, Any]:
+def quarantine_row(record: RecordLike, reason: str, detail: str, loaded_at: int) -> dict[str, Any]:
     """The ``quarantine`` row for a record that could not be loaded."""
     value = record.value or b""
     return {"reason": reason, "detail": detail[:1000], "topic": record.topic,

@@ -2,7 +2,7 @@
 ``AIOKafkaProducer.send()`` per event.
 
 ``submit(records)`` (synchronous, no await) picks each record's partition (murmur2 of the key, as
-Kafka's default partitioner, cached per key), appends it to the open ``BatchBuilder`` of that
+Kafka's default partitioner, computed in C by ``murmurhash2`` and cached per key), appends it to the open ``BatchBuilder`` of that
 partition and returns a ``Delivery`` whose future resolves to one ``Ack`` or ``EdgeError`` per
 record. Open batches are handed to ``producer.send_batch()`` at the end of the current event-loop
 iteration, so every request parsed in the same iteration shares the batches; while a partition's
@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any, Callable, NamedTuple, Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
+from murmurhash2 import murmurhash2
 
 from edge import metrics
 from edge.errors import EVENT_TOO_LARGE, KAFKA_TIMEOUT, KAFKA_UNAVAILABLE, EdgeError
@@ -29,6 +29,14 @@ from edge.errors import EVENT_TOO_LARGE, KAFKA_TIMEOUT, KAFKA_UNAVAILABLE, EdgeE
 log = logging.getLogger(__name__)
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
+
+
+KAFKA_MURMUR2_SEED = 0x9747B28C
+
+
+def kafka_partition(key: bytes, partitions: int) -> int:
+    """The partition index Kafka's default partitioner (Java client) gives ``key``."""
+    return (murmurhash2(key, KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
 class Ack(NamedTuple):
@@ -93,7 +101,7 @@ class BatchingProducer:
             parts = self._partitions
             if not parts:
                 raise EdgeError(KAFKA_UNAVAILABLE, f"no partitions known for {self.topic}")
-            part = parts[(murmur2(key or b"") & 0x7FFFFFFF) % len(parts)]
+            part = parts[kafka_partition(key or b"", len(parts))]
             if key is not None:
                 if len(self._keys) >= self._key_cache_size:
                     self._keys.clear()

@@ -16,13 +16,14 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 import orjson
 
 # country -> a loopback /16 that geostack.geoip.DEFAULT_CIDR_COUNTRIES places there
 COUNTRY_SOURCES: dict[str, str] = {"DE": "127.10", "FR": "127.11", "RU": "127.12", "US": "127.20",
                                    "BR": "127.21", "JP": "127.22", "IN": "127.30"}
 RETRYABLE = {429, 502, 503, 504}
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -77,8 +78,9 @@ async def run_clients(url: str, countries: list[str], *, events_per_country: int
 
     async def client(country: str, index: int) -> None:
         source = f"{COUNTRY_SOURCES[country]}.0.{index + 1}"
-        transport = httpx.AsyncHTTPTransport(local_address=source, retries=0)
-        async with httpx.AsyncClient(transport=transport, timeout=15.0) as http:
+        connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=1)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15.0),
+                                         skip_auto_headers=("User-Agent",)) as http:
             seq = 0
             next_at = time.monotonic() + random.random() * interval
             while True:
@@ -103,30 +105,31 @@ async def run_clients(url: str, countries: list[str], *, events_per_country: int
     return report
 
 
-async def _deliver(http: httpx.AsyncClient, url: str, events: list[dict[str, object]],
+async def _deliver(http: aiohttp.ClientSession, url: str, events: list[dict[str, object]],
                    report: LoadReport, max_attempts: int) -> None:
     pending = events
     for attempt in range(max_attempts):
         started = time.perf_counter()
         try:
-            response = await http.post(url, content=orjson.dumps(pending),
-                                       headers={"content-type": "application/json"})
-        except httpx.TransportError as exc:
+            async with http.post(url, data=orjson.dumps(pending), headers=_JSON) as response:
+                status, body = response.status, await response.read()
+                retry_after_header = response.headers.get("retry-after")
+                pool = response.headers.get("x-geo-pool", "?")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             report.errors[f"connection:{type(exc).__name__}"] += 1
             await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
             continue
         report.latencies.append(time.perf_counter() - started)
-        if response.status_code in RETRYABLE:
-            report.errors[f"http:{response.status_code}"] += 1
-            retry_after = float(response.headers.get("retry-after", "0.2") or 0.2)
+        if status in RETRYABLE:
+            report.errors[f"http:{status}"] += 1
+            retry_after = float(retry_after_header or 0.2)
             await asyncio.sleep(min(retry_after, 1.0) * (0.5 + random.random()))
             continue
-        if response.status_code >= 400 and response.status_code != 207:
-            report.errors[f"http:{response.status_code}"] += 1
+        if status >= 400 and status != 207:
+            report.errors[f"http:{status}"] += 1
             report.rejected += len(pending)
             return
-        pool = response.headers.get("x-geo-pool", "?")
-        doc = response.json()
+        doc = orjson.loads(body)
         retry = []
         for result, event in zip(doc["results"], pending):
             if result["status"] == "accepted":

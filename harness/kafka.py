@@ -54,11 +54,18 @@ def kafka_libs() -> Path:
     return libs
 
 
+JVM_OPTS_ENV = "GEO_KAFKA_JVM_OPTS"
+# C1 only and the serial collector: on a small machine running several brokers beside the services,
+# C2 compilation and G1 background threads cost more CPU than their faster code saves.
+DEFAULT_JVM_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+
+
 def java_command(main_class: str, *args: str, heap: str = "384m",
                  log_config: Path | None = None) -> list[str]:
-    """The java argv that runs ``main_class`` with Kafka's jars on the classpath."""
-    argv = ["java", f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", "-cp", f"{kafka_libs()}/*"]
+    """The java argv that runs ``main_class`` with Kafka's jars on the classpath; JVM options from
+    ``$GEO_KAFKA_JVM_OPTS`` (default: C1 only, serial collector)."""
+    opts = os.environ.get(JVM_OPTS_ENV, DEFAULT_JVM_OPTS).split()
+    argv = ["java", f"-Xms{heap}", f"-Xmx{heap}", *opts, "-Djava.awt.headless=true", "-cp", f"{kafka_libs()}/*"]
     if log_config is not None:
         argv.append(f"-Dlog4j2.configurationFile={log_config}")
     return [*argv, main_class, *args]

@@ -4,8 +4,15 @@ batches, and every acknowledged (partition, offset) is exactly where Kafka holds
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import uuid
 
+from aiokafka.partitioner import murmur2
+from hypothesis import given, strategies as st
+
+from edge.batching import kafka_partition
 from edge.testing import consume, edge_config, running_app
+from test_mirror_helpers import create_topic
 
 
 async def test_concurrent_requests_get_the_true_partition_and_offset_of_their_event(kafka, unique_topic):
@@ -34,3 +41,22 @@ async def test_concurrent_requests_get_the_true_partition_and_offset_of_their_ev
     for rec in records:
         by_user.setdefault(rec.key, set()).add(rec.partition)
     assert all(len(parts) == 1 for parts in by_user.values())
+
+
+@given(st.binary(max_size=64), st.integers(min_value=1, max_value=64))
+def test_partition_of_a_key_matches_the_reference_murmur2(key: bytes, partitions: int) -> None:
+    assert kafka_partition(key, partitions) == (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def test_partition_of_a_key_matches_librdkafkas_java_compatible_partitioner(kafka, unique_topic):
+    """kcat (librdkafka, ``partitioner=murmur2_random``: the Java client's rule) places the keys;
+    the edge's choice must agree for every one of them."""
+    await create_topic(kafka.bootstrap, unique_topic, partitions=6)
+    keys = [f"user-{i}".encode() for i in range(200)] + [str(uuid.uuid4()).encode() for _ in range(100)]
+    lines = b"".join(b"%s\t%d\n" % (key, i) for i, key in enumerate(keys))
+    subprocess.run(["kcat", "-P", "-b", kafka.bootstrap, "-t", unique_topic, "-K", "\t",
+                    "-X", "partitioner=murmur2_random"], input=lines, check=True, timeout=60)
+    records = await consume(kafka.bootstrap, unique_topic, len(keys))
+    placed = {rec.key: rec.partition for rec in records}
+    assert len(placed) == len(keys)
+    assert {key: kafka_partition(key, 6) for key in keys} == placed
