@@ -1,12 +1,13 @@
 """Edge benchmark: one Kafka cluster, one edge (a uvicorn worker per core), wrk over keep-alive.
 
-    python -m bench.edge [--duration 10] [--connections 64]
+    python -m bench.edge [--duration 12] [--connections 256]
 
 Prints single-event requests/s, batched events/s (100-event NDJSON), p50/p99 latency, the load
-average before each run and the edge's own CPU time per request/event (a figure that holds up on a
-shared, loaded machine better than the rate), edge RSS,
-Kafka's own ProducerPerformance rate for the same record size, and a py-spy profile summary of one
-worker. The last line is one JSON object. Not a test: figures, not pass/fail.
+average before each run, the edge's own CPU time per request/event (a figure that holds up on a
+shared, loaded machine better than the rate) and the cores that the edge, Kafka and wrk used, edge
+RSS, the uvicorn ceiling (``bench/ceiling.py``: the same wrk script against an app that does
+nothing), Kafka's own ProducerPerformance rate for the same record size, and a py-spy profile
+summary of one worker. The last line is one JSON object. Not a test: figures, not pass/fail.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from edge.config import EdgeConfig
 from edge.testing import edge_argv, edge_env, wait_status
 from harness.kafka import KafkaCluster, java_command
 from harness.ports import free_port
-from harness.process import spawn, terminate
+from harness.process import spawn, terminate, wait_until
 
 EVENT = orjson.dumps({"event": "page_view", "os": "linux", "browser": "firefox", "user_id": "user-12345",
                       "url": "https://shop.example/p/42", "ts": 1700000000000})
@@ -140,10 +141,36 @@ def producer_perf(bootstrap: str, records: int, size: int, compression: str) -> 
     return float(re.search(r"([\d.]+) records/sec", last).group(1))
 
 
+def uvicorn_ceiling(work: Path, script: Path, args: argparse.Namespace) -> dict[str, float]:
+    """wrk against ``bench.ceiling:app`` under the edge's uvicorn settings: the rate any app could reach."""
+    port = free_port()
+    server = spawn([sys.executable, "-m", "uvicorn", "bench.ceiling:app", "--host", "127.0.0.1", "--port",
+                    str(port), "--workers", str(args.workers), "--loop", "uvloop", "--http", "httptools",
+                    "--no-access-log", "--log-level", "warning", "--no-server-header", "--no-date-header",
+                    "--backlog", "4096"], work / "ceiling.log", env={**os.environ, "PYTHONPATH": os.getcwd()})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> bool:
+            try:
+                return httpx.post(base + "/post", content=EVENT).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(answers, 30, what="the ceiling app to answer")
+        pids = tree_pids(server.pid)
+        cpu0 = cpu_seconds(pids)
+        result = run_wrk(base, script, args.duration, args.connections)
+        result["app_cores"] = round((cpu_seconds(pids) - cpu0) / args.duration, 2)
+        return result
+    finally:
+        terminate(server, 10)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=12, help="seconds per wrk run")
-    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--connections", type=int, default=256,
+                    help="wrk connections for single events (each waits for its Kafka ack)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch", type=int, default=100, help="events per batch request")
     ap.add_argument("--batch-connections", type=int, default=0, help="wrk connections for batches "
@@ -210,6 +237,10 @@ def main() -> int:
             for frame, share in top:
                 print(f"  {share * 100:5.1f}%  {frame}")
 
+        ceiling = uvicorn_ceiling(work, single, args)
+        print(f"uvicorn ceiling (bench/ceiling.py, no Kafka, same wrk script): {ceiling['rps']:.0f} req/s"
+              f"  p50 {ceiling['p50_ms']:.1f} ms  p99 {ceiling['p99_ms']:.1f} ms  app CPU {ceiling['app_cores']:.2f}"
+              f" cores  wrk {ceiling['wrk_cores']:.2f} cores", flush=True)
         perf = 0.0 if args.skip_perf else producer_perf(cluster.bootstrap, 1_000_000, len(EVENT), cfg.compression)
         print(f"Kafka ProducerPerformance ({len(EVENT)} B, acks=all, {cfg.compression}): {perf:.0f} records/s",
               flush=True)
@@ -224,7 +255,8 @@ def main() -> int:
             "batch_edge_cpu_us_per_event": round(b_cpu_us, 1),
             "batch_events_per_s": round(b["rps"] * args.batch), "batch_requests_per_s": round(b["rps"]),
             "batch_p50_ms": b["p50_ms"], "batch_p99_ms": b["p99_ms"], "batch_non_2xx": b["non_2xx"],
-            "edge_rss_mb": round(rss), "kafka_producer_perf_records_per_s": round(perf),
+            "edge_rss_mb": round(rss), "uvicorn_ceiling_rps": round(ceiling["rps"]),
+            "uvicorn_ceiling_cores": {"app": ceiling["app_cores"], "wrk": ceiling["wrk_cores"]}, "kafka_producer_perf_records_per_s": round(perf),
             "profile_top": [[f, round(sh, 3)] for f, sh in top[:8]],
         })
     finally:

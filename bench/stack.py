@@ -65,6 +65,7 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     lag = LagSampler(stack).start()
     started = time.time()
     cpu_before = cpu_by_component(stack)
+    loader_before = loader_figures(stack)
     if mode in ("router", "sustained"):
         rate = args.rate if mode == "sustained" else 1e9
         report = asyncio.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=rate,
@@ -84,6 +85,13 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     lag_at_end = lag.current
     audit = wait_for_central(stack.central_url, report, timeout=300)
     lag.stop()
+    loader_after = loader_figures(stack)
+    batches = loader_after["batches"] - loader_before["batches"]
+    loader = {"batches": batches,
+              "mean_batch_records": round((loader_after["records"] - loader_before["records"]) / batches)
+              if batches else None,
+              "mean_batch_insert_commit_s": round((loader_after["seconds"] - loader_before["seconds"]) / batches, 3)
+              if batches else None}
     e2e = e2e_latency(stack, started)
     client = report.summary()
     cores = {name: round((cpu_after[name] - cpu_before.get(name, 0.0)) / sending, 2) for name in cpu_after}
@@ -93,7 +101,7 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
             "client_request_p50_ms": client["request_p50_ms"], "client_request_p99_ms": client["request_p99_ms"],
             "client_errors_retried": client["client_errors_retried"], "end_to_end_p99_ms": e2e,
             "mirror_lag_peak_records": lag.peak, "mirror_lag_when_sending_stopped": lag_at_end, "catch_up_s": round(audit.seconds_to_complete, 1),
-            "cores_used_while_sending": cores}
+            "cores_used_while_sending": cores, "loader": loader}
 
 
 def soak(stack: LocalStack, args: argparse.Namespace) -> dict[str, object]:
@@ -168,6 +176,20 @@ def descendants(pid: int) -> list[int]:
     for child in map(int, children):
         out += [child, *descendants(child)]
     return out
+
+
+def loader_figures(stack: LocalStack) -> dict[str, float]:
+    """geo-central's loader totals so far: batches, records, seconds spent inserting + committing."""
+    text = httpx.get(f"{stack.central_url}/metrics", timeout=10).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("geo_central_batch_seconds_count", "geo_central_batch_seconds_sum",
+                    "geo_central_batch_records_sum"):
+            values[name] = float(value)
+    return {"batches": values.get("geo_central_batch_seconds_count", 0.0),
+            "seconds": values.get("geo_central_batch_seconds_sum", 0.0),
+            "records": values.get("geo_central_batch_records_sum", 0.0)}
 
 
 def e2e_latency(stack: LocalStack, since: float) -> dict[str, float] | None:
