@@ -38,10 +38,10 @@ def build_parser() -> EnvArgumentParser:
     p.add_argument("--data-dir", env="GEO_CENTRAL_DATA_DIR", default="var/central/chdb",
                    help="chdb data directory (when no --clickhouse-url)")
     p.add_argument("--database", env="GEO_CENTRAL_DATABASE", default="geo", help="ClickHouse database")
-    p.add_argument("--batch-size", env="GEO_CENTRAL_BATCH_SIZE", type=int, default=10_000,
+    p.add_argument("--batch-size", env="GEO_CENTRAL_BATCH_SIZE", type=int, default=50_000,
                    help="flush a batch at this many records")
     p.add_argument("--batch-interval", env="GEO_CENTRAL_BATCH_INTERVAL", type=float, default=1.0,
-                   help="... or after this many seconds")
+                   help="... or after this many seconds, once the previous batch is inserted")
     p.add_argument("--max-record-bytes", env="GEO_CENTRAL_MAX_RECORD_BYTES", type=int, default=1_048_576,
                    help="larger records are quarantined")
     p.add_argument("--metadata-max-age-ms", env="GEO_CENTRAL_METADATA_MAX_AGE_MS", type=int, default=5000,

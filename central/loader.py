@@ -38,7 +38,7 @@ class LoaderConfig:
     group: str = "geo-central"
     events_pattern: str = DEFAULT_EVENTS_PATTERN
     heartbeats_pattern: str = DEFAULT_HEARTBEATS_PATTERN
-    batch_size: int = 10_000
+    batch_size: int = 50_000
     batch_interval: float = 1.0
     max_record_bytes: int = 1_048_576
     metadata_max_age_ms: int = 5_000
@@ -168,7 +168,9 @@ class Loader:
         """Consume and load until ``stop`` is set; uncommitted work is replayed on the next start.
 
         While one batch is inserted (in ClickHouse's thread), the next one is consumed and
-        converted; its insert starts only after the previous batch's offsets are committed."""
+        converted, and keeps growing (up to ``batch_size``) until that insert is done, so slow
+        inserts (fsync) make bigger batches instead of a backlog; a batch's insert starts only after
+        the previous batch's offsets are committed."""
         cfg = self.config
         consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.bootstrap, group_id=cfg.group, client_id="geo-central",
@@ -188,7 +190,9 @@ class Loader:
                 while batch.records < cfg.batch_size and not stop.is_set():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        break
+                        if inserting is None or inserting.done():
+                            break
+                        remaining = 0.05  # group commit: keep filling while the previous insert runs
                     got = await consumer.getmany(timeout_ms=int(remaining * 1000) + 1,
                                                  max_records=cfg.batch_size - batch.records)
                     loaded_at = int(time.time() * 1000)
