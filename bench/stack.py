@@ -39,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="each throughput run")
-    parser.add_argument("--batch", type=int, default=50, help="events per request")
+    parser.add_argument("--batch", type=int, default=100, help="events per request")
     parser.add_argument("--clients-per-country", type=int, default=4)
     parser.add_argument("--rate", type=float, default=10_000.0,
                         help="events/s offered through the router in the sustained run")
     parser.add_argument("--soak-seconds", type=float, default=600.0)
-    parser.add_argument("--soak-rate", type=float, default=10_000.0, help="events/s during the soak")
+    parser.add_argument("--soak-rate", type=float, default=6_000.0,
+                        help="events/s during the soak (below what the stack sustains end to end)")
     args = parser.parse_args(argv)
     configure_logging("warning", service="bench-stack")
     workdir = Path(tempfile.mkdtemp(prefix="geo-bench-stack-"))
