@@ -195,6 +195,7 @@ def main() -> int:
         batch_body = b"\n".join([EVENT] * args.batch) + b"\n"
         batch = lua_post(work / "batch.lua", "/v1/events", batch_body, "application/x-ndjson")
 
+        run_wrk(base, single, 4, args.connections)  # warm-up (JIT in Kafka, connections, caches): not counted
         pids = tree_pids(edge.pid)
         load_s = load_average()
         cpu0, kafka0 = cpu_seconds(pids), cpu_seconds([cluster.pid])
