@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Sequence
+from typing import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -151,7 +151,7 @@ class KafkaSink:
             await self._ensure_topics()
             await asyncio.wait_for(producer.partitions_for(self.topic), 10)
         except BaseException:
-            await _bounded(producer.stop(), 5)
+            await settle(producer.stop(), 5, "kafka producer stop")
             raise
         self.producer = producer
         self.batching = BatchingProducer(producer, self.topic, self.timeout, self._done, self.suspect)
@@ -165,9 +165,9 @@ class KafkaSink:
         self.producer, self.batching = None, None
         log.warning("replacing the Kafka producer", extra={"error": self.last_error})
         if batching is not None:
-            await _bounded(batching.close(0.5), 2)
+            await settle(batching.close(0.5), 2, "batching close")
         if producer is not None:
-            await _bounded(producer.stop(), 5)
+            await settle(producer.stop(), 5, "kafka producer stop")
 
     async def _ensure_topics(self) -> None:
         c = self.config
@@ -186,7 +186,7 @@ class KafkaSink:
                 except TopicAlreadyExistsError:
                     pass  # another worker or edge won the race
         finally:
-            await _bounded(admin.close(), 5)
+            await settle(admin.close(), 5, "kafka admin close")
 
     async def _probe(self) -> None:
         assert self.producer is not None
@@ -243,8 +243,3 @@ class KafkaSink:
             metrics.DEAD_LETTERS.labels("sent").inc()
         except (TimeoutError, KafkaError):
             metrics.DEAD_LETTERS.labels("failed").inc()
-
-
-async def _bounded(awaitable: Any, timeout: float) -> None:
-    """Cleanup of a client that may never have worked: bounded, never raising, never hanging."""
-    await settle(awaitable, timeout, "kafka client cleanup")
