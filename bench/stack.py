@@ -6,7 +6,10 @@
    client p50/p99, end-to-end p99 (edge receive -> central table), peak mirror lag, and the cores
    each component used while the clients sent.
 2. Sustained: ``--rate`` events/s offered through the router for ``--seconds``; the stack keeps up
-   when the acknowledged rate matches the offer and the mirror lag stays bounded (small catch-up).
+   when the acknowledged rate matches the offer, the mirror lag stays bounded and the central
+   table grows at the offered rate over the second half of the run
+   (``central_rows_per_s_second_half``) and its backlog (acknowledged events not yet in the table)
+   does not grow from half-time to the end.
 3. A soak at ``--soak-rate`` for ``--soak-seconds`` (default 600): every process's RSS at the start
    and at the end (growth would mean a leak), and again nothing lost.
 
@@ -67,13 +70,16 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     started = time.time()
     cpu_before = cpu_by_component(stack)
     loader_before = loader_figures(stack)
+    report = LoadReport(run_id=f"{mode}-{int(started)}")
+    halfway: dict[str, float] = {}
+    timer = threading.Timer(args.seconds / 2, lambda: halfway.update(
+        loader_figures(stack), acked=len(report.acked)))
+    timer.start()
     if mode in ("router", "sustained"):
         rate = args.rate if mode == "sustained" else 1e9
-        report = asyncio.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=rate,
-                                         batch=args.batch, clients_per_country=args.clients_per_country))
+        asyncio.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=rate, batch=args.batch,
+                                clients_per_country=args.clients_per_country, report=report))
     else:
-        report = LoadReport(run_id=f"direct-{int(started)}")
-
         async def all_edges() -> None:
             await asyncio.gather(*(run_clients(f"http://127.0.0.1:{e.port}", COUNTRIES[:1],
                                                duration=args.seconds, rate=1e9, batch=args.batch,
@@ -84,6 +90,14 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     sending = time.time() - started
     cpu_after = cpu_by_component(stack)
     lag_at_end = lag.current
+    timer.cancel()
+    at_stop = loader_figures(stack)
+    # rows the table gained per second over the second half of the sending (the steady state)
+    central_rate = (round((at_stop["event_rows"] - halfway["event_rows"]) / (at_stop["at"] - halfway["at"]))
+                    if halfway else None)
+    central_backlog = len(report.acked) - round(at_stop["event_rows"] - loader_before["event_rows"])
+    backlog_halfway = (round(halfway["acked"] - (halfway["event_rows"] - loader_before["event_rows"]))
+                       if halfway else None)
     audit = wait_for_central(stack.central_url, report, timeout=300)
     lag.stop()
     loader_after = loader_figures(stack)
@@ -101,6 +115,8 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
             "acknowledged": len(report.acked), "lost": audit.missing, "duplicates": audit.duplicates,
             "client_request_p50_ms": client["request_p50_ms"], "client_request_p99_ms": client["request_p99_ms"],
             "client_errors_retried": client["client_errors_retried"], "end_to_end_p99_ms": e2e,
+            "central_rows_per_s_second_half": central_rate,
+            "central_backlog_halfway": backlog_halfway, "central_backlog_when_sending_stopped": central_backlog,
             "mirror_lag_peak_records": lag.peak, "mirror_lag_when_sending_stopped": lag_at_end, "catch_up_s": round(audit.seconds_to_complete, 1),
             "cores_used_while_sending": cores, "loader": loader}
 
@@ -186,11 +202,13 @@ def loader_figures(stack: LocalStack) -> dict[str, float]:
     for line in text.splitlines():
         name, _, value = line.partition(" ")
         if name in ("geo_central_batch_seconds_count", "geo_central_batch_seconds_sum",
-                    "geo_central_batch_records_sum"):
+                    "geo_central_batch_records_sum", 'geo_central_rows_loaded_total{table="events"}'):
             values[name] = float(value)
     return {"batches": values.get("geo_central_batch_seconds_count", 0.0),
             "seconds": values.get("geo_central_batch_seconds_sum", 0.0),
-            "records": values.get("geo_central_batch_records_sum", 0.0)}
+            "records": values.get("geo_central_batch_records_sum", 0.0),
+            "event_rows": values.get('geo_central_rows_loaded_total{table="events"}', 0.0),
+            "at": time.monotonic()}
 
 
 def e2e_latency(stack: LocalStack, since: float) -> dict[str, float] | None:
