@@ -75,20 +75,15 @@ class Loader:
         self.state: dict[str, Any] = {"running": False, "batches": 0, "last_batch_ms": None,
                                       "last_error": None, "insert_failing": False, "topics": []}
 
-    def classify(self, record: RecordLike, loaded_at: int, batch: Batch) -> None:
-        """Add ``record`` to the batch as an event, a heartbeat or a quarantined record."""
-        tp = TopicPartition(record.topic, record.partition)
-        batch.offsets[tp] = max(batch.offsets.get(tp, -1), record.offset + 1)
-        batch.records += 1
-        self._classify(record, loaded_at, batch)
-
     def _is_heartbeats(self, topic: str) -> bool:
         known = self._heartbeat_topics.get(topic)
         if known is None:
             known = self._heartbeat_topics[topic] = bool(self._heartbeats_re.match(topic))
         return known
 
-    def _classify(self, record: RecordLike, loaded_at: int, batch: Batch) -> None:
+    def classify(self, record: RecordLike, loaded_at: int, batch: Batch) -> None:
+        """Add ``record``'s row to the batch: an event, a heartbeat or a quarantined record (the
+        caller accounts for offsets and counts)."""
         try:
             if self._is_heartbeats(record.topic):
                 batch.heartbeats.append(orjson.dumps(heartbeat_row(record, loaded_at, self.config.max_record_bytes)))
@@ -202,7 +197,7 @@ class Loader:
                         batch.offsets[tp] = records[-1].offset + 1  # fetched in offset order
                         batch.records += len(records)
                         for record in records:
-                            self._classify(record, loaded_at, batch)
+                            self.classify(record, loaded_at, batch)
                 if inserting is not None:  # batches are committed in order: one insert at a time
                     await inserting
                     inserting = None
