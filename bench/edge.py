@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench.procfs import cpu_seconds, rss_mb, tree_pids
 from edge.config import EdgeConfig
 from edge.testing import edge_argv, edge_env, wait_status
 from harness.kafka import KafkaCluster, java_command
@@ -65,49 +66,6 @@ def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str
 def load_average() -> float:
     """The 1-minute load average."""
     return float(Path("/proc/loadavg").read_text().split()[0])
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError):
-            pass
-    return total / tick
-
-
-def tree_pids(root: int) -> list[int]:
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children[ppid].append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 def worker_pids(root: int) -> list[int]:
@@ -257,7 +215,8 @@ def main() -> int:
             "batch_events_per_s": round(b["rps"] * args.batch), "batch_requests_per_s": round(b["rps"]),
             "batch_p50_ms": b["p50_ms"], "batch_p99_ms": b["p99_ms"], "batch_non_2xx": b["non_2xx"],
             "edge_rss_mb": round(rss), "uvicorn_ceiling_rps": round(ceiling["rps"]),
-            "uvicorn_ceiling_cores": {"app": ceiling["app_cores"], "wrk": ceiling["wrk_cores"]}, "kafka_producer_perf_records_per_s": round(perf),
+            "uvicorn_ceiling_cores": {"app": ceiling["app_cores"], "wrk": ceiling["wrk_cores"]},
+            "kafka_producer_perf_records_per_s": round(perf),
             "profile_top": [[f, round(sh, 3)] for f, sh in top[:8]],
         })
     finally:

@@ -29,7 +29,10 @@ from pathlib import Path
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
+from bench.procfs import cpu_seconds, rss_mb, tree_pids
 from geostack.audit import wait_for_central
 from geostack.clients import LoadReport, run_clients
 from geostack.stack import LocalStack
@@ -117,7 +120,8 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
             "client_errors_retried": client["client_errors_retried"], "end_to_end_p99_ms": e2e,
             "central_rows_per_s_second_half": central_rate,
             "central_backlog_halfway": backlog_halfway, "central_backlog_when_sending_stopped": central_backlog,
-            "mirror_lag_peak_records": lag.peak, "mirror_lag_when_sending_stopped": lag_at_end, "catch_up_s": round(audit.seconds_to_complete, 1),
+            "mirror_lag_peak_records": lag.peak, "mirror_lag_when_sending_stopped": lag_at_end,
+            "catch_up_s": round(audit.seconds_to_complete, 1),
             "cores_used_while_sending": cores, "loader": loader}
 
 
@@ -149,65 +153,35 @@ def component_pids(stack: LocalStack) -> dict[str, int]:
 
 def rss_by_component(stack: LocalStack) -> dict[str, float]:
     """Resident memory (MB, process tree summed) of every process of the stack."""
-    return {name: round(tree_rss_kb(pid) / 1024, 1) for name, pid in component_pids(stack).items()}
+    return {name: round(rss_mb(tree_pids(pid)), 1) for name, pid in component_pids(stack).items()}
 
 
 def cpu_by_component(stack: LocalStack) -> dict[str, float]:
     """CPU seconds used so far (process tree summed) by every component, and by this process
     (the simulated clients) as ``clients``."""
-    out = {name: tree_cpu_s(pid) for name, pid in component_pids(stack).items()}
-    out["clients"] = tree_cpu_s(os.getpid(), children=False)
+    out = {name: cpu_seconds(tree_pids(pid)) for name, pid in component_pids(stack).items()}
+    out["clients"] = cpu_seconds([os.getpid()])
     return out
 
 
-def tree_cpu_s(pid: int, children: bool = True) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for proc in [pid, *(descendants(pid) if children else [])]:
-        try:
-            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError):
-            pass
-    return total / tick
+def scrape(url: str, timeout: float) -> list[Sample]:
+    """Every sample of a Prometheus ``/metrics`` page."""
+    text = httpx.get(url, timeout=timeout).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
-def tree_rss_kb(pid: int) -> int:
-    total = 0
-    for child in [pid, *descendants(pid)]:
-        try:
-            for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
-
-def descendants(pid: int) -> list[int]:
-    out = []
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return out
-    for child in map(int, children):
-        out += [child, *descendants(child)]
-    return out
+def sample_sum(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
 
 def loader_figures(stack: LocalStack) -> dict[str, float]:
     """geo-central's loader totals so far: batches, records, seconds spent inserting + committing."""
-    text = httpx.get(f"{stack.central_url}/metrics", timeout=10).text
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("geo_central_batch_seconds_count", "geo_central_batch_seconds_sum",
-                    "geo_central_batch_records_sum", 'geo_central_rows_loaded_total{table="events"}'):
-            values[name] = float(value)
-    return {"batches": values.get("geo_central_batch_seconds_count", 0.0),
-            "seconds": values.get("geo_central_batch_seconds_sum", 0.0),
-            "records": values.get("geo_central_batch_records_sum", 0.0),
-            "event_rows": values.get('geo_central_rows_loaded_total{table="events"}', 0.0),
+    samples = scrape(f"{stack.central_url}/metrics", 10)
+    return {"batches": sample_sum(samples, "geo_central_batch_seconds_count"),
+            "seconds": sample_sum(samples, "geo_central_batch_seconds_sum"),
+            "records": sample_sum(samples, "geo_central_batch_records_sum"),
+            "event_rows": sample_sum(samples, "geo_central_rows_loaded_total", table="events"),
             "at": time.monotonic()}
 
 
@@ -236,11 +210,9 @@ class LagSampler:
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             try:
-                text = httpx.get(self.url, timeout=2).text
+                lag = sample_sum(scrape(self.url, 2), "geo_mirror_records_behind")
             except httpx.HTTPError:
                 continue
-            lag = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                      if line.startswith("geo_mirror_records_behind{"))
             self.current = lag
             self.peak = max(self.peak, lag)
 

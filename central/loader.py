@@ -141,6 +141,30 @@ class Loader:
         self.state["batches"] += 1
         self.state["last_batch_ms"] = int(time.time() * 1000)
 
+    async def _fill(self, consumer: AIOKafkaConsumer, stop: asyncio.Event,
+                    inserting: asyncio.Task[None] | None) -> Batch:
+        """Consume one batch: up to ``batch_size`` records, for ``batch_interval`` seconds and then
+        for as long as the previous batch is still being inserted (group commit)."""
+        cfg = self.config
+        batch = Batch()
+        deadline = time.monotonic() + cfg.batch_interval
+        while batch.records < cfg.batch_size and not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if inserting is None or inserting.done():
+                    break
+                remaining = 0.05
+            got = await consumer.getmany(timeout_ms=int(remaining * 1000) + 1,
+                                         max_records=cfg.batch_size - batch.records)
+            loaded_at = int(time.time() * 1000)
+            for tp, records in got.items():
+                if records:
+                    batch.offsets[tp] = records[-1].offset + 1  # fetched in offset order
+                    batch.records += len(records)
+                    for record in records:
+                        self.classify(record, loaded_at, batch)
+        return batch
+
     async def _update_lag(self) -> None:
         consumer = self._consumer
         assert consumer is not None
@@ -180,24 +204,7 @@ class Loader:
         inserting: asyncio.Task[None] | None = None  # the previous batch, inserted while this one fills
         try:
             while not stop.is_set():
-                batch = Batch()
-                deadline = time.monotonic() + cfg.batch_interval
-                while batch.records < cfg.batch_size and not stop.is_set():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        if inserting is None or inserting.done():
-                            break
-                        remaining = 0.05  # group commit: keep filling while the previous insert runs
-                    got = await consumer.getmany(timeout_ms=int(remaining * 1000) + 1,
-                                                 max_records=cfg.batch_size - batch.records)
-                    loaded_at = int(time.time() * 1000)
-                    for tp, records in got.items():
-                        if not records:
-                            continue
-                        batch.offsets[tp] = records[-1].offset + 1  # fetched in offset order
-                        batch.records += len(records)
-                        for record in records:
-                            self.classify(record, loaded_at, batch)
+                batch = await self._fill(consumer, stop, inserting)
                 if inserting is not None:  # batches are committed in order: one insert at a time
                     await inserting
                     inserting = None

@@ -2,13 +2,13 @@
 ``AIOKafkaProducer.send()`` per event.
 
 ``submit(records)`` (synchronous, no await) picks each record's partition (murmur2 of the key, as
-Kafka's default partitioner, computed in C by ``murmurhash2`` and cached per key), appends it to the open ``BatchBuilder`` of that
-partition and returns a ``Delivery`` whose future resolves to one ``Ack`` or ``EdgeError`` per
-record. Open batches are handed to ``producer.send_batch()`` at the end of the current event-loop
-iteration, so every request parsed in the same iteration shares the batches; while a partition's
-previous batch still waits in aiokafka's accumulator, new records keep filling the next one.
-Offsets come from the batch's base offset plus the record's position. Deadlines are checked by
-one sweeper every ``tick`` seconds (no timer per request).
+Kafka's default partitioner, computed in C by ``murmurhash2`` and cached per key), appends it to the
+open ``BatchBuilder`` of that partition and returns a ``Delivery`` whose future resolves to one
+``Ack`` or ``EdgeError`` per record. Open batches are handed to ``producer.send_batch()`` at the end
+of the current event-loop iteration, so every request parsed in the same iteration shares the
+batches; while a partition's previous batch still waits in aiokafka's accumulator, new records keep
+filling the next one. Offsets come from the batch's base offset plus the record's position.
+Deadlines are checked by one sweeper every ``tick`` seconds (no timer per request).
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from edge import metrics
-from service_kit.bounded import settle
 from edge.batching import Ack, BatchingProducer, Record
 from edge.config import EdgeConfig
 from edge.errors import KAFKA_UNAVAILABLE, OVERLOADED, EdgeError
+from service_kit.bounded import settle
 
 log = logging.getLogger(__name__)
 
