@@ -24,9 +24,9 @@ from central.clickhouse import AsyncClickHouse, ChdbClient
 from central.loader import Loader, LoaderConfig
 from central.metrics import CentralMetrics
 from central.queries import Queries, TimeRange
-from central.records import KafkaRecord, event_row
+from central.records import KafkaRecord, Row, event_row
 from central.sample import produce, random_event
-from central.schema import Tables, create_schema
+from central.schema import EVENT_COLUMNS, Tables, create_schema
 from harness.kafka import KafkaCluster
 
 
@@ -34,8 +34,8 @@ def say(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
-def realistic_batches(count: int, batch: int) -> tuple[list[bytes], float]:
-    """JSONEachRow batches built by the loader's own decoding; returns them and the decode rate."""
+def realistic_batches(count: int, batch: int) -> tuple[list[list[Row]], float]:
+    """Row batches built by the loader's own decoding; returns them and the decode rate."""
     rng = random.Random(7)
     now = int(time.time() * 1000)
     records = []
@@ -45,12 +45,12 @@ def realistic_batches(count: int, batch: int) -> tuple[list[bytes], float]:
     started = time.perf_counter()
     batches, rows = [], []
     for rec in records:
-        rows.append(orjson.dumps(event_row(rec, now + 50, 1 << 20)))
+        rows.append(event_row(rec, now + 50, 1 << 20))
         if len(rows) == batch:
-            batches.append(b"\n".join(rows) + b"\n")
+            batches.append(rows)
             rows = []
     if rows:
-        batches.append(b"\n".join(rows) + b"\n")
+        batches.append(rows)
     return batches, count / (time.perf_counter() - started)
 
 
@@ -59,8 +59,8 @@ def bench_direct(client: ChdbClient, count: int, batch: int, fsync: bool) -> flo
     create_schema(client, tables, fsync)
     batches, _ = realistic_batches(count, batch)
     started = time.perf_counter()
-    for data in batches:
-        client.insert(tables.events, data)
+    for rows in batches:
+        client.insert(tables.events, EVENT_COLUMNS, rows)
     return count / (time.perf_counter() - started)
 
 

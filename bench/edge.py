@@ -27,6 +27,7 @@ import httpx
 import orjson
 
 from bench.procfs import cpu_seconds, rss_mb, tree_pids
+from bench.prom import sample_sum, scrape
 from edge.config import EdgeConfig
 from edge.testing import edge_argv, edge_env, wait_status
 from harness.kafka import KafkaCluster, java_command
@@ -124,6 +125,13 @@ def uvicorn_ceiling(work: Path, script: Path, args: argparse.Namespace) -> dict[
         terminate(server, 10)
 
 
+def produce_totals(metrics_url: str) -> tuple[float, float]:
+    """(Kafka batches acknowledged, events accepted) of the edge so far."""
+    samples = scrape(metrics_url, 10)
+    return (sample_sum(samples, "geo_edge_kafka_produce_duration_seconds_count"),
+            sample_sum(samples, "geo_edge_events_accepted_total"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=12, help="seconds per wrk run")
@@ -134,6 +142,8 @@ def main() -> int:
     ap.add_argument("--batch-connections", type=int, default=0, help="wrk connections for batches "
                     "(default: a quarter of --connections, at least 8)")
     ap.add_argument("--linger-ms", type=int, default=EdgeConfig.linger_ms, help="the edge's producer linger")
+    ap.add_argument("--topic-partitions", type=int, default=EdgeConfig.topic_partitions,
+                    help="partitions of the benchmark topic")
     ap.add_argument("--skip-perf", action="store_true", help="skip Kafka's ProducerPerformance run")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
@@ -141,9 +151,11 @@ def main() -> int:
     port = free_port()
     cfg = EdgeConfig(host="127.0.0.1", port=port, metrics_host="127.0.0.1", metrics_port=free_port(),
                      kafka=cluster.bootstrap, topic="bench-events", workers=args.workers,
-                     max_pending_events=200_000, log_level="warning", linger_ms=args.linger_ms)
+                     max_pending_events=200_000, log_level="warning", linger_ms=args.linger_ms,
+                     topic_partitions=args.topic_partitions)
     edge = spawn(edge_argv(cfg), work / "edge.log", env=edge_env())
     base = f"http://127.0.0.1:{port}"
+    metrics_url = f"http://127.0.0.1:{cfg.metrics_port}/metrics"
     result: dict[str, object] = {"workers": args.workers, "cores": os.cpu_count(), "event_bytes": len(EVENT)}
     try:
         wait_status(base + "/status", 200, 90)
@@ -157,14 +169,18 @@ def main() -> int:
         pids = tree_pids(edge.pid)
         load_s = load_average()
         cpu0, kafka0 = cpu_seconds(pids), cpu_seconds([cluster.pid])
+        batches0, events0 = produce_totals(metrics_url)
         s = run_wrk(base, single, args.duration, args.connections)
         cpu_s = cpu_seconds(pids) - cpu0
+        batches1, events1 = produce_totals(metrics_url)
+        per_batch = (events1 - events0) / max(1.0, batches1 - batches0)
         kafka_s = (cpu_seconds([cluster.pid]) - kafka0) / args.duration
         s_cpu_us = cpu_s / max(1.0, s["rps"] * args.duration) * 1e6
         print(f"single /post: {s['rps']:.0f} req/s  p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms"
               f"  non-2xx {s['non_2xx']} {s['socket_errors']}  load1 before {load_s:.2f}"
               f"  edge CPU {s_cpu_us:.0f} us/request ({cpu_s / args.duration:.2f} cores)"
-              f"  Kafka {kafka_s:.2f} cores  wrk {s['wrk_cores']:.2f} cores", flush=True)
+              f"  Kafka {kafka_s:.2f} cores  wrk {s['wrk_cores']:.2f} cores"
+              f"  {per_batch:.1f} events per Kafka batch", flush=True)
         rss_single = rss_mb(tree_pids(edge.pid))
         load_b = load_average()
         cpu0, kafka0 = cpu_seconds(pids), cpu_seconds([cluster.pid])
@@ -206,7 +222,8 @@ def main() -> int:
         result.update({
             "single_rps": round(s["rps"]), "single_p50_ms": s["p50_ms"], "single_p99_ms": s["p99_ms"],
             "single_non_2xx": s["non_2xx"], "single_load1_before": load_s,
-            "single_edge_cpu_us_per_request": round(s_cpu_us), "batch_load1_before": load_b,
+            "single_edge_cpu_us_per_request": round(s_cpu_us),
+            "single_events_per_kafka_batch": round(per_batch, 1), "batch_load1_before": load_b,
             "single_cores": {"edge": round(cpu_s / args.duration, 2), "kafka": round(kafka_s, 2),
                              "wrk": s["wrk_cores"]},
             "batch_cores": {"edge": round(cpu_b / args.duration, 2), "kafka": round(kafka_b, 2),

@@ -29,10 +29,9 @@ from pathlib import Path
 
 import httpx
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
 from bench.procfs import cpu_seconds, rss_mb, tree_pids
+from bench.prom import sample_sum, scrape
 from geostack.audit import wait_for_central
 from geostack.clients import LoadReport, run_clients
 from geostack.stack import LocalStack
@@ -73,6 +72,7 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     started = time.time()
     cpu_before = cpu_by_component(stack)
     loader_before = loader_figures(stack)
+    mirror_before = mirror_figures(stack)
     report = LoadReport(run_id=f"{mode}-{int(started)}")
     halfway: dict[str, float] = {}
     timer = threading.Timer(args.seconds / 2, lambda: halfway.update(
@@ -95,6 +95,11 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     lag_at_end = lag.current
     timer.cancel()
     at_stop = loader_figures(stack)
+    mirror_at_stop = mirror_figures(stack)
+    transactions = mirror_at_stop["transactions"] - mirror_before["transactions"]
+    mirror = {"transactions_per_s": round(transactions / sending, 1),
+              "records_per_transaction": round((mirror_at_stop["records"] - mirror_before["records"])
+                                               / transactions, 1) if transactions else None}
     # rows the table gained per second over the second half of the sending (the steady state)
     central_rate = (round((at_stop["event_rows"] - halfway["event_rows"]) / (at_stop["at"] - halfway["at"]))
                     if halfway else None)
@@ -122,7 +127,7 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
             "central_backlog_halfway": backlog_halfway, "central_backlog_when_sending_stopped": central_backlog,
             "mirror_lag_peak_records": lag.peak, "mirror_lag_when_sending_stopped": lag_at_end,
             "catch_up_s": round(audit.seconds_to_complete, 1),
-            "cores_used_while_sending": cores, "loader": loader}
+            "cores_used_while_sending": cores, "loader": loader, "mirror": mirror}
 
 
 def soak(stack: LocalStack, args: argparse.Namespace) -> dict[str, object]:
@@ -164,17 +169,6 @@ def cpu_by_component(stack: LocalStack) -> dict[str, float]:
     return out
 
 
-def scrape(url: str, timeout: float) -> list[Sample]:
-    """Every sample of a Prometheus ``/metrics`` page."""
-    text = httpx.get(url, timeout=timeout).text
-    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
-
-
-def sample_sum(samples: list[Sample], name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` whose labels include ``labels``."""
-    return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
-
-
 def loader_figures(stack: LocalStack) -> dict[str, float]:
     """geo-central's loader totals so far: batches, records, seconds spent inserting + committing."""
     samples = scrape(f"{stack.central_url}/metrics", 10)
@@ -183,6 +177,13 @@ def loader_figures(stack: LocalStack) -> dict[str, float]:
             "records": sample_sum(samples, "geo_central_batch_records_sum"),
             "event_rows": sample_sum(samples, "geo_central_rows_loaded_total", table="events"),
             "at": time.monotonic()}
+
+
+def mirror_figures(stack: LocalStack) -> dict[str, float]:
+    """geo-mirror's totals so far: records copied and central transactions committed."""
+    samples = scrape(f"http://127.0.0.1:{stack.mirror_admin_port}/metrics", 10)
+    return {"records": sample_sum(samples, "geo_mirror_records_total"),
+            "transactions": sample_sum(samples, "geo_mirror_transactions_total", outcome="committed")}
 
 
 def e2e_latency(stack: LocalStack, since: float) -> dict[str, float] | None:

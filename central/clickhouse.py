@@ -1,7 +1,8 @@
 """One small ClickHouse interface, two implementations: chdb in-process and a server over HTTP.
 
 Both take the same SQL with ``{name:Type}`` query parameters (values never go into the SQL text)
-and return rows as dicts. Calls are blocking; :class:`AsyncClickHouse` runs them in threads:
+and return rows as dicts; inserts send rows (tuples) column by column (``JSONCompactColumns``: one
+``orjson.dumps`` for a whole batch, no column names repeated per row). Calls are blocking; :class:`AsyncClickHouse` runs them in threads:
 one writer thread for inserts and DDL, a small pool for reads, so the event loop stays free.
 """
 
@@ -11,7 +12,7 @@ import asyncio
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import httpx
 import orjson
@@ -42,11 +43,23 @@ class ClickHouseClient(Protocol):
     def select(self, sql: str, params: Mapping[str, Any] | None = None) -> Rows:
         """Run a SELECT and return its rows as dicts (no FORMAT clause in ``sql``)."""
 
-    def insert(self, table: str, jsonl: bytes) -> None:
-        """Insert JSONEachRow data (one JSON object per line) into ``table`` in one insert."""
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` (values in ``columns`` order) into ``table`` in one insert."""
 
     def close(self) -> None:
         """Release the connection."""
+
+
+def insert_statement(table: str, columns: Sequence[str]) -> str:
+    """``INSERT INTO table (columns) FORMAT JSONCompactColumns`` (plain identifiers only)."""
+    names = ", ".join(identifier(c) for c in columns)
+    return f"INSERT INTO {table} ({names}) FORMAT JSONCompactColumns"
+
+
+def compact_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    """``rows`` as ``JSONCompactColumns`` data: one JSON array per column."""
+    data = orjson.dumps(list(zip(*rows)))
+    return data if rows else orjson.dumps([[] for _ in columns])
 
 
 def _parse_rows(data: bytes) -> Rows:
@@ -85,8 +98,9 @@ class ChdbClient:
         settings = ", ".join(f"{k}={v}" for k, v in _OUTPUT_SETTINGS.items())
         return _parse_rows(self._run(f"{sql}\nSETTINGS {settings}", "JSONEachRow", params))
 
-    def insert(self, table: str, jsonl: bytes) -> None:
-        self._run(f"INSERT INTO {table} FORMAT JSONEachRow\n{jsonl.decode()}", "CSV", None)
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        data = compact_columns(columns, rows).decode()
+        self._run(f"{insert_statement(table, columns)} {data}", "CSV", None)
 
     def close(self) -> None:
         self._session.close()
@@ -122,8 +136,8 @@ class HttpClickHouseClient:
     def select(self, sql: str, params: Mapping[str, Any] | None = None) -> Rows:
         return _parse_rows(self._post(None, f"{sql}\nFORMAT JSONEachRow", params, _OUTPUT_SETTINGS))
 
-    def insert(self, table: str, jsonl: bytes) -> None:
-        self._post(f"INSERT INTO {table} FORMAT JSONEachRow", jsonl, None)
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self._post(insert_statement(table, columns), compact_columns(columns, rows), None)
 
     def close(self) -> None:
         self._http.close()
@@ -155,8 +169,8 @@ class AsyncClickHouse:
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         await asyncio.get_running_loop().run_in_executor(self._writer, self.client.execute, sql, params)
 
-    async def insert(self, table: str, jsonl: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._writer, self.client.insert, table, jsonl)
+    async def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.client.insert, table, columns, rows)
 
     async def in_writer(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` in the writer thread (DDL, schema set-up)."""

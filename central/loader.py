@@ -14,15 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from central.clickhouse import AsyncClickHouse, ClickHouseError
 from central.metrics import CentralMetrics
-from central.records import RecordLike, Rejected, event_row, heartbeat_row, quarantine_row
-from central.schema import Tables
+from central.records import RecordLike, Rejected, Row, event_row, heartbeat_row, quarantine_row
+from central.schema import EVENT_COLUMNS, HEARTBEAT_COLUMNS, QUARANTINE_COLUMNS, Tables
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,9 @@ class LoaderConfig:
 class Batch:
     """The rows of one batch, by table, and the offsets to commit after inserting them."""
 
-    events: list[bytes] = field(default_factory=list)
-    heartbeats: list[bytes] = field(default_factory=list)
-    quarantine: list[bytes] = field(default_factory=list)
+    events: list[Row] = field(default_factory=list)
+    heartbeats: list[Row] = field(default_factory=list)
+    quarantine: list[Row] = field(default_factory=list)
     quarantine_reasons: list[str] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
@@ -86,28 +85,28 @@ class Loader:
         caller accounts for offsets and counts)."""
         try:
             if self._is_heartbeats(record.topic):
-                batch.heartbeats.append(orjson.dumps(heartbeat_row(record, loaded_at, self.config.max_record_bytes)))
+                batch.heartbeats.append(heartbeat_row(record, loaded_at, self.config.max_record_bytes))
             else:
-                batch.events.append(orjson.dumps(event_row(record, loaded_at, self.config.max_record_bytes)))
+                batch.events.append(event_row(record, loaded_at, self.config.max_record_bytes))
             return
         except Rejected as rejected:
             reason, detail = rejected.reason, rejected.detail
         except Exception as exc:  # a record must never stop the loader
             reason, detail = "decode_error", f"{type(exc).__name__}: {exc}"
-        batch.quarantine.append(orjson.dumps(quarantine_row(record, reason, detail, loaded_at)))
+        batch.quarantine.append(quarantine_row(record, reason, detail, loaded_at))
         batch.quarantine_reasons.append(reason)
 
     async def insert(self, batch: Batch) -> None:
         """Insert the batch's rows, retrying with backoff until ClickHouse takes them."""
         delay = 0.2
-        for table, rows in ((self.tables.events, batch.events), (self.tables.heartbeats, batch.heartbeats),
-                            (self.tables.quarantine, batch.quarantine)):
+        for table, columns, rows in ((self.tables.events, EVENT_COLUMNS, batch.events),
+                                     (self.tables.heartbeats, HEARTBEAT_COLUMNS, batch.heartbeats),
+                                     (self.tables.quarantine, QUARANTINE_COLUMNS, batch.quarantine)):
             if not rows:
                 continue
-            data = b"\n".join(rows) + b"\n"
             while True:
                 try:
-                    await self.clickhouse.insert(table, data)
+                    await self.clickhouse.insert(table, columns, rows)
                     self.state["insert_failing"] = False
                     break
                 except ClickHouseError as exc:

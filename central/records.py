@@ -1,5 +1,8 @@
 """Turns one mirrored Kafka record into a table row, or into a quarantine row with its reason.
 
+Rows are tuples in the column order of :mod:`central.schema` (``EVENT_COLUMNS``,
+``HEARTBEAT_COLUMNS``, ``QUARANTINE_COLUMNS``); times are DateTime64(3) values as seconds (float).
+
 Event time rule (clock-skew correction, as Segment/Snowplow do): when the event carries its own
 ``timestamp`` *and* the edge recorded a ``sent-at`` header, ``event_time = received_at −
 (sent_at − timestamp)``, capped at ``received_at``; otherwise ``event_time = received_at``. The raw
@@ -55,11 +58,18 @@ class Rejected(Exception):
     detail: str
 
 
-def ch_time(ms: int | None) -> str | None:
-    """Milliseconds since the epoch as ClickHouse DateTime64(3) text (``seconds.mmm``)."""
-    if ms is None:
-        return None
-    return f"{ms // 1000}.{ms % 1000:03d}"
+Row = tuple[Any, ...]
+#: 2299-12-31 23:59:59.999 UTC in ms, the end of ClickHouse's DateTime64 range.
+MAX_MS = 10_413_791_999_999
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def ch_time(ms: int | None) -> float | None:
+    """Milliseconds since the epoch as a ClickHouse DateTime64(3) value: seconds, a float whose
+    shortest JSON form is the exact ``seconds.mmm`` (for every ms below 10**15; times are
+    kept in ``[0, MAX_MS]``)."""
+    return None if ms is None else ms / 1000
 
 
 def _headers(record: RecordLike) -> dict[str, str]:
@@ -70,40 +80,51 @@ def _headers(record: RecordLike) -> dict[str, str]:
                 for key, value in record.headers or ()}
 
 
-def _int_header(headers: dict[str, str], name: str, required: bool) -> int | None:
+def _int_header(headers: dict[str, str], name: str, required: bool, high: int = MAX_MS) -> int | None:
+    """An integer header in ``[0, high]`` (default: a time in DateTime64's range); an absent or
+    unusable one is ``None``, or :class:`Rejected` when ``required``. Out-of-range values never
+    reach an insert, where one bad value would fail the whole batch."""
     raw = headers.get(name)
     if raw is None or raw == "":
         if required:
             raise Rejected("missing_header", f"header {name!r} missing")
         return None
     try:
-        return int(raw)
+        value = int(raw) if len(raw) <= 24 else -1
     except ValueError:
-        if required:
-            raise Rejected("bad_header", f"header {name!r} is not an integer: {raw[:64]!r}") from None
-        return None
-
-
-def _client_ms(value: Any) -> int | None:
-    """A client timestamp: ms since the epoch (number) or ISO 8601 text; None when unusable."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-        return int(number * 1000) if number < 1e11 else int(number)  # seconds or ms
-    if isinstance(value, str) and value:
-        try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-        except ValueError:
-            return None
+        value = -1
+    if 0 <= value <= high:
+        return value
+    if required:
+        raise Rejected("bad_header", f"header {name!r} is not an integer in [0, {high}]: {raw[:64]!r}")
     return None
 
 
+def _client_ms(value: Any) -> int | None:
+    """A client timestamp: ms since the epoch (number: seconds below 1e11, else ms) or ISO 8601
+    text; None when unusable or outside 1970..2299 (DateTime64's range)."""
+    ms: int | None = None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if not 0 <= value <= MAX_MS:
+            return None
+        ms = int(value * 1000) if value < 1e11 else int(value)
+    elif isinstance(value, str) and value:
+        try:
+            ms = int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except (ValueError, OverflowError, OSError):
+            return None
+    return ms if ms is not None and 0 <= ms <= MAX_MS else None
+
+
 def event_time(received_at: int, sent_at: int | None, client_ts: int | None) -> int:
-    """The skew-corrected event time (see the module docstring)."""
+    """The skew-corrected event time (see the module docstring); ``received_at`` when the
+    correction would put it before 1970."""
     if sent_at is None or client_ts is None:
         return received_at
-    return min(received_at, received_at - (sent_at - client_ts))
+    corrected = min(received_at, received_at - (sent_at - client_ts))
+    return corrected if corrected >= 0 else received_at
 
 
 def _text(value: Any) -> str:
@@ -133,8 +154,8 @@ def _json_object(value: bytes) -> dict[str, Any]:
 _EXTRACTED = frozenset(EXTRACTED_FIELDS)
 
 
-def event_row(record: RecordLike, loaded_at: int, max_bytes: int) -> dict[str, Any]:
-    """The ``events`` row for a mirrored event record; raises :class:`Rejected`."""
+def event_row(record: RecordLike, loaded_at: int, max_bytes: int) -> Row:
+    """The ``events`` row (``EVENT_COLUMNS`` order) for a mirrored event record; raises :class:`Rejected`."""
     headers = _headers(record)
     get = headers.get
     for name in REQUIRED_EVENT_HEADERS:
@@ -149,53 +170,51 @@ def event_row(record: RecordLike, loaded_at: int, max_bytes: int) -> dict[str, A
     properties = {k: v for k, v in doc.items() if k not in _EXTRACTED}
     event, os_, browser = doc.get("event"), doc.get("os"), doc.get("browser")
     user = doc.get("user_id") or doc.get("anonymous_id")
-    return {
-        "event_id": headers["event-id"],
-        "event": event if type(event) is str else _text(event),
-        "os": os_ if type(os_) is str else _text(os_),
-        "browser": browser if type(browser) is str else _text(browser),
-        "country": get("country", ""),
-        "region": headers["region"],
-        "edge": headers["edge"],
-        "user_id": user if type(user) is str else _text(user),
-        "client_ip": get("client-ip", ""),
-        "properties": orjson.dumps(properties).decode(),
-        "client_ts": ch_time(client_ts),
-        "sent_at": ch_time(sent_at),
-        "received_at": ch_time(received_at),
-        "event_time": ch_time(event_time(received_at, sent_at, client_ts)),
-        "mirrored_at": ch_time(_int_header(headers, "mirrored-at", False)),
-        "loaded_at": ch_time(loaded_at),
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "source_topic": get("mirror-source-topic", ""),
-        "source_partition": _int_header(headers, "mirror-source-partition", False),
-        "source_offset": _int_header(headers, "mirror-source-offset", False),
-    }
+    mirrored_at = _int_header(headers, "mirrored-at", False) if "mirrored-at" in headers else None
+    return (
+        headers["event-id"],
+        event if type(event) is str else _text(event),
+        os_ if type(os_) is str else _text(os_),
+        browser if type(browser) is str else _text(browser),
+        get("country", ""),
+        headers["region"],
+        headers["edge"],
+        user if type(user) is str else _text(user),
+        get("client-ip", ""),
+        orjson.dumps(properties).decode(),
+        None if client_ts is None else client_ts / 1000,
+        None if sent_at is None else sent_at / 1000,
+        received_at / 1000,
+        event_time(received_at, sent_at, client_ts) / 1000,
+        None if mirrored_at is None else mirrored_at / 1000,
+        loaded_at / 1000,
+        record.topic,
+        record.partition,
+        record.offset,
+        get("mirror-source-topic", ""),
+        _int_header(headers, "mirror-source-partition", False, UINT32_MAX),
+        _int_header(headers, "mirror-source-offset", False, UINT64_MAX),
+    )
 
 
-def heartbeat_row(record: RecordLike, loaded_at: int, max_bytes: int) -> dict[str, Any]:
-    """The ``heartbeats`` row for ``{"region": .., "ts": ms}``; raises :class:`Rejected`."""
+def heartbeat_row(record: RecordLike, loaded_at: int, max_bytes: int) -> Row:
+    """The ``heartbeats`` row (``HEARTBEAT_COLUMNS`` order) for ``{"region": .., "ts": ms}``;
+    raises :class:`Rejected`."""
     doc = _json_object(_check_size(record, max_bytes))
     region, ts = doc.get("region"), doc.get("ts")
     if not isinstance(region, str) or not region:
         raise Rejected("bad_heartbeat", "heartbeat without a region string")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts <= 0:
-        raise Rejected("bad_heartbeat", "heartbeat without an integer ts (ms)")
+    if not isinstance(ts, int) or isinstance(ts, bool) or not 0 < ts <= MAX_MS:
+        raise Rejected("bad_heartbeat", "heartbeat without an integer ts (ms, up to 2299)")
     headers = _headers(record)
-    return {"region": region, "ts": ch_time(ts),
-            "mirrored_at": ch_time(_int_header(headers, "mirrored-at", False)),
-            "loaded_at": ch_time(loaded_at), "topic": record.topic,
-            "partition": record.partition, "offset": record.offset}
+    return (region, ch_time(ts), ch_time(_int_header(headers, "mirrored-at", False)), ch_time(loaded_at),
+            record.topic, record.partition, record.offset)
 
 
-def quarantine_row(record: RecordLike, reason: str, detail: str, loaded_at: int) -> dict[str, Any]:
-    """The ``quarantine`` row for a record that could not be loaded."""
+def quarantine_row(record: RecordLike, reason: str, detail: str, loaded_at: int) -> Row:
+    """The ``quarantine`` row (``QUARANTINE_COLUMNS`` order) for a record that could not be loaded."""
     value = record.value or b""
-    return {"reason": reason, "detail": detail[:1000], "topic": record.topic,
-            "partition": record.partition, "offset": record.offset,
-            "kafka_ts": ch_time(record.timestamp) if record.timestamp and record.timestamp > 0 else None,
-            "headers": orjson.dumps(_headers(record)).decode(), "value_size": len(value),
-            "value_preview": value[:PREVIEW_BYTES].decode("utf-8", "replace"),
-            "loaded_at": ch_time(loaded_at)}
+    return (reason, detail[:1000], record.topic, record.partition, record.offset,
+            ch_time(record.timestamp) if record.timestamp and 0 < record.timestamp <= MAX_MS else None,
+            orjson.dumps(_headers(record)).decode(), len(value),
+            value[:PREVIEW_BYTES].decode("utf-8", "replace"), ch_time(loaded_at))

@@ -9,6 +9,14 @@ from central.clickhouse import ClickHouseClient, identifier
 
 _DT = "DateTime64(3, 'UTC')"
 
+#: Column order of the rows that :mod:`central.records` builds for each table.
+EVENT_COLUMNS = ("event_id", "event", "os", "browser", "country", "region", "edge", "user_id", "client_ip",
+                 "properties", "client_ts", "sent_at", "received_at", "event_time", "mirrored_at", "loaded_at",
+                 "topic", "partition", "offset", "source_topic", "source_partition", "source_offset")
+HEARTBEAT_COLUMNS = ("region", "ts", "mirrored_at", "loaded_at", "topic", "partition", "offset")
+QUARANTINE_COLUMNS = ("reason", "detail", "topic", "partition", "offset", "kafka_ts", "headers", "value_size",
+                      "value_preview", "loaded_at")
+
 
 @dataclass(frozen=True)
 class Tables:

@@ -14,14 +14,14 @@ from central.api import build_app
 from central.clickhouse import AsyncClickHouse, ChdbClient
 from central.metrics import CentralMetrics
 from central.queries import Queries
-from central.records import KafkaRecord, ch_time, event_row
+from central.records import KafkaRecord, Row, ch_time, event_row
 from central.sample import event_headers
-from central.schema import Tables, create_schema
+from central.schema import EVENT_COLUMNS, HEARTBEAT_COLUMNS, Tables, create_schema
 
 MINUTE = 60_000
 
 
-def known_rows(base: int) -> list[dict[str, Any]]:
+def known_rows(base: int) -> list[Row]:
     """eu: 10 events one per minute, latency 100..1000 ms; us: 5 events, latency 1000 ms; one old."""
     rows = []
     for i in range(10):
@@ -47,14 +47,11 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, int, int
     now = int(time.time() * 1000)
     base = (now // (5 * MINUTE)) * 5 * MINUTE - 30 * MINUTE
     rows = known_rows(base)
-    data = b"\n".join(orjson.dumps(r) for r in rows) + b"\n"
-    await clickhouse.insert(tables.events, data)
-    await clickhouse.insert(tables.events, data)  # a replayed batch changes no number
-    beats = [{"region": "eu", "ts": ch_time(now - 2_000), "mirrored_at": None, "loaded_at": ch_time(now),
-              "topic": "eu.heartbeats", "partition": 0, "offset": 0},
-             {"region": "us", "ts": ch_time(now - 9_000), "mirrored_at": None, "loaded_at": ch_time(now),
-              "topic": "us.heartbeats", "partition": 0, "offset": 0}]
-    await clickhouse.insert(tables.heartbeats, b"\n".join(orjson.dumps(b) for b in beats))
+    await clickhouse.insert(tables.events, EVENT_COLUMNS, rows)
+    await clickhouse.insert(tables.events, EVENT_COLUMNS, rows)  # a replayed batch changes no number
+    beats = [("eu", ch_time(now - 2_000), None, ch_time(now), "eu.heartbeats", 0, 0),
+             ("us", ch_time(now - 9_000), None, ch_time(now), "us.heartbeats", 0, 0)]
+    await clickhouse.insert(tables.heartbeats, HEARTBEAT_COLUMNS, beats)
 
     async def health() -> tuple[bool, dict[str, Any]]:
         return True, {}
@@ -124,9 +121,8 @@ async def test_audit_counts_a_run_once(tmp_path: Path) -> None:
                                       event_headers("r1-0", "eu", now)), now + 5, 1 << 20))
     rows.append(event_row(KafkaRecord("eu.events", 0, 7, None, b'{"event":"view","run_id":"other"}',
                                       event_headers("o-1", "eu", now)), now + 5, 1 << 20))
-    data = b"\n".join(orjson.dumps(r) for r in rows) + b"\n"
-    await clickhouse.insert(tables.events, data)
-    await clickhouse.insert(tables.events, data)  # a loader replay
+    await clickhouse.insert(tables.events, EVENT_COLUMNS, rows)
+    await clickhouse.insert(tables.events, EVENT_COLUMNS, rows)  # a loader replay
 
     async def health() -> tuple[bool, dict[str, Any]]:
         return True, {}

@@ -6,19 +6,22 @@ import asyncio
 import random
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from central.clickhouse import AsyncClickHouse, ChdbClient
 from central.loader import Loader, LoaderConfig
 from central.metrics import CentralMetrics
 from central.queries import Queries
-from central.records import KafkaRecord, Rejected, event_row, event_time
+from central.records import KafkaRecord, Rejected, ch_time, event_row, event_time, quarantine_row
 from central.sample import Outgoing, event_headers, produce, random_event
-from central.schema import Tables, create_schema
+from central.schema import EVENT_COLUMNS, HEARTBEAT_COLUMNS, QUARANTINE_COLUMNS, Tables, create_schema
 
 
 def test_event_time_rule() -> None:
@@ -29,13 +32,72 @@ def test_event_time_rule() -> None:
     assert event_time(received_at=10_000, sent_at=7_000, client_ts=8_000) == 10_000  # capped
 
 
+@given(st.integers(min_value=0, max_value=10**15 - 1))
+def test_ch_time_is_exact_to_the_millisecond(ms: int) -> None:
+    # what ClickHouse parses is the JSON text of the float: it must be exactly ms / 1000
+    assert Decimal(orjson.dumps(ch_time(ms)).decode()) * 1000 == ms
+
+
+def test_row_columns_match_the_tables(tmp_path: Path) -> None:
+    client = ChdbClient(str(tmp_path / "chdb"))
+    try:
+        tables = Tables("geo")
+        create_schema(client, tables, False)
+        for table, columns in ((tables.events, EVENT_COLUMNS), (tables.heartbeats, HEARTBEAT_COLUMNS),
+                               (tables.quarantine, QUARANTINE_COLUMNS)):
+            described = tuple(r["name"] for r in client.select(f"DESCRIBE TABLE {table}"))
+            assert described == columns, table
+    finally:
+        client.close()
+
+
+HOSTILE_TIMESTAMPS = [b"1e300", b"-1e300", b"-1", b"18446744073709551616", b"9223372036854775807",
+                      b'"99999-01-01"', b'"0001-01-01T00:00:00Z"', b"99999999999.5", b"1700000095.5"]
+
+
+def test_hostile_numbers_never_fail_an_insert(tmp_path: Path) -> None:
+    """One out-of-range value would fail a whole batch's insert (and the loader would retry it
+    forever): every time and integer is kept in its column's range or the record is quarantined."""
+    def headers(event_id: str) -> list[tuple[str, bytes]]:
+        return event_headers(event_id, "eu", 1_700_000_010_000, sent_at=1_700_000_100_000)
+
+    rows, quarantined = [], []
+    records = [KafkaRecord("eu.events", 0, i, 2**62, b'{"event":"x","timestamp":%s}' % ts, headers(f"t-{i}"))
+               for i, ts in enumerate(HOSTILE_TIMESTAMPS)]
+    for i, (name, value) in enumerate([("received-at", b"99999999999999999"), ("received-at", b"-5"),
+                                       ("sent-at", b"1" * 40), ("mirrored-at", b"-1"),
+                                       ("mirror-source-offset", b"-3"), ("mirror-source-partition", b"5000000000")]):
+        hostile = [(k, v) for k, v in headers(f"h-{i}") if k != name] + [(name, value)]
+        records.append(KafkaRecord("eu.events", 1, i, -7, b'{"event":"y"}', hostile))
+    for record in records:
+        try:
+            rows.append(event_row(record, 1_700_000_011_000, 1 << 20))
+        except Rejected as exc:
+            quarantined.append(quarantine_row(record, exc.reason, exc.detail, 1_700_000_011_000))
+    assert len(quarantined) == 2  # the two unusable received-at headers
+    client = ChdbClient(str(tmp_path / "chdb"))
+    try:
+        tables = Tables("geo")
+        create_schema(client, tables, False)
+        client.insert(tables.events, EVENT_COLUMNS, rows)
+        client.insert(tables.quarantine, QUARANTINE_COLUMNS, quarantined)
+        assert client.select(f"SELECT count() AS n FROM {tables.events}")[0]["n"] == len(records) - 2
+        times = client.select(f"SELECT min(event_time) AS lo, max(event_time) AS hi, countIf(client_ts IS NOT NULL) AS ts "
+                              f"FROM {tables.events}")[0]
+        assert times["lo"] >= "1970" and times["hi"] <= "2299" and times["ts"] == 1  # only 1700000095.5 s is usable
+    finally:
+        client.close()
+
+
 def test_event_row_fields() -> None:
     headers = event_headers("e-1", "eu", 1_700_000_010_000, sent_at=1_700_000_100_000, country="FR")
     value = orjson.dumps({"event": "click", "os": "iOS", "browser": "Safari", "timestamp": 1_700_000_095_000,
                           "user_id": "u1", "button": "buy"})
-    row = event_row(KafkaRecord("eu.events", 2, 41, 1, value, headers), 1_700_000_011_000, 1 << 20)
+    row = dict(zip(EVENT_COLUMNS, event_row(KafkaRecord("eu.events", 2, 41, 1, value, headers),
+                                            1_700_000_011_000, 1 << 20), strict=True))
     assert row["event_id"] == "e-1" and row["event"] == "click" and row["country"] == "FR"
-    assert row["event_time"] == "1700000005.000"  # 10_000 - (100_000 - 95_000)
+    assert row["event_time"] == 1_700_000_005.0  # 10_000 - (100_000 - 95_000)
+    assert row["received_at"] == 1_700_000_010.0 and row["sent_at"] == 1_700_000_100.0
     assert orjson.loads(row["properties"]) == {"button": "buy"}
     assert (row["topic"], row["partition"], row["offset"]) == ("eu.events", 2, 41)
     with pytest.raises(Rejected) as missing:

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from central.clickhouse import ChdbClient
 from central.records import ch_time
 from central.sample import produce, random_event
-from central.schema import Tables, create_schema
+from central.schema import EVENT_COLUMNS, Tables, create_schema
 from harness.ports import free_port
 from harness.process import kill, spawn, terminate, wait_until
 
@@ -147,9 +146,9 @@ def test_dashboard_in_chromium_matches_the_api(tmp_path: Path) -> None:
     base_ms = (now // 300_000) * 300_000 - 30 * 60_000
     client = ChdbClient(str(data))
     create_schema(client, Tables("geo"), False)
-    client.insert("geo.events", b"\n".join(orjson.dumps(r) for r in known_rows(base_ms)))
-    client.insert("geo.heartbeats", orjson.dumps({"region": "eu", "ts": ch_time(now - 3000), "loaded_at": ch_time(now),
-                                                  "topic": "eu.heartbeats", "partition": 0, "offset": 0}))
+    client.insert("geo.events", EVENT_COLUMNS, known_rows(base_ms))
+    client.insert("geo.heartbeats", ("region", "ts", "loaded_at", "topic", "partition", "offset"),
+                  [("eu", ch_time(now - 3000), ch_time(now), "eu.heartbeats", 0, 0)])
     client.close()
     proc, base = _central(["--no-loader", "--data-dir", str(data)], tmp_path / "central.log")
     try:
