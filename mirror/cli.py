@@ -61,6 +61,10 @@ def build_parser() -> EnvArgumentParser:
                    help="seconds between checks for new topics, partitions and settings")
     p.add_argument("--batch-interval-ms", type=int, default=100, env="GEO_MIRROR_BATCH_INTERVAL_MS",
                    help="longest wait for records before a transaction")
+    p.add_argument("--transaction-interval-ms", type=int, default=300, env="GEO_MIRROR_TRANSACTION_INTERVAL_MS",
+                   help="shortest time between two rounds of a region's transactions; what arrives "
+                        "meanwhile joins the next round (each transaction costs the central brokers "
+                        "several log writes, whatever its size)")
     p.add_argument("--max-batch-records", type=int, default=20000, env="GEO_MIRROR_MAX_BATCH_RECORDS")
     p.add_argument("--transaction-timeout-ms", type=int, default=30000, env="GEO_MIRROR_TRANSACTION_TIMEOUT_MS")
     p.add_argument("--session-timeout-ms", type=int, default=10000, env="GEO_MIRROR_SESSION_TIMEOUT_MS",
@@ -95,13 +99,15 @@ def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: igno
         exactly_once=not args.at_least_once, source_group=args.source_group,
         positions_group=args.positions_group, transactional_id_prefix=args.transactional_id_prefix,
         replication_factor=args.replication_factor, refresh_interval_s=args.refresh_interval,
-        batch_interval_ms=args.batch_interval_ms, max_batch_records=args.max_batch_records,
+        batch_interval_ms=args.batch_interval_ms, transaction_interval_ms=args.transaction_interval_ms,
+        max_batch_records=args.max_batch_records,
         transaction_timeout_ms=args.transaction_timeout_ms, session_timeout_ms=args.session_timeout_ms,
         heartbeats=not args.no_heartbeats, heartbeat_topic=args.heartbeat_topic,
         compression=None if args.compression == "none" else args.compression,
         client_id=args.client_id,
     )
-    if config.refresh_interval_s <= 0 or config.batch_interval_ms <= 0 or config.max_batch_records <= 0:
+    if config.refresh_interval_s <= 0 or config.batch_interval_ms <= 0 or config.max_batch_records <= 0 \
+            or config.transaction_interval_ms < 0:
         raise ValueError("intervals and batch sizes must be positive")
     return config, regions
 

@@ -24,6 +24,7 @@ from aiokafka.structs import ConsumerRecord
 from mirror.backoff import Backoff
 from mirror.central import Central, stop_producer
 from service_kit.bounded import settle
+from service_kit.histograms import observe_many
 from mirror.config import MirrorConfig
 from mirror.heartbeat import emit_heartbeats, ensure_heartbeat_topic
 from mirror.metrics import MirrorMetrics
@@ -79,6 +80,7 @@ class RegionFlow:
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._subscribed: set[str] = set()
         self._lock = asyncio.Lock()
+        self._round_started = 0.0
         self._last_ok = 0.0
         self.up = False
         self.metrics.region_up.labels(region).set(0)
@@ -352,6 +354,10 @@ class RegionFlow:
         if not self._subscribed or not self._consumer.assignment():
             await asyncio.sleep(self.cfg.batch_interval_ms / 1000)
             return
+        wait = self._round_started + self.cfg.transaction_interval_ms / 1000 - time.monotonic()
+        if wait > 0:  # let records gather into the next round: fewer, bigger transactions
+            await asyncio.sleep(wait)
+        self._round_started = time.monotonic()
         try:
             batches = await self._consumer.getmany(timeout_ms=self.cfg.batch_interval_ms,
                                                    max_records=self.cfg.max_batch_records)
@@ -476,9 +482,8 @@ class RegionFlow:
         if result.skipped:
             self.metrics.cycle_skipped.labels(self.region, topic).inc(result.skipped)
         now_ms = time.time() * 1000
-        observe = self.metrics.latency.labels(self.region).observe
-        for record in records:
-            observe(max(0.0, (now_ms - record.timestamp) / 1000))
+        observe_many(self.metrics.latency.labels(self.region),
+                     [max(0.0, (now_ms - record.timestamp) / 1000) for record in records])
         if topic == self.cfg.heartbeat_topic:
             self.metrics.heartbeat_ts.labels(self.region).set(records[-1].timestamp / 1000)
 
