@@ -4,10 +4,11 @@
 ``submit(records)`` (synchronous, no await) picks each record's partition (murmur2 of the key, as
 Kafka's default partitioner, computed in C by ``murmurhash2`` and cached per key), appends it to the
 open ``BatchBuilder`` of that partition and returns a ``Delivery`` whose future resolves to one
-``Ack`` or ``EdgeError`` per record. Open batches are handed to ``producer.send_batch()`` at the end
-of the current event-loop iteration, so every request parsed in the same iteration shares the
-batches; while a partition's previous batch still waits in aiokafka's accumulator, new records keep
-filling the next one. Offsets come from the batch's base offset plus the record's position.
+``Ack`` or ``EdgeError`` per record. At the end of the event-loop iteration a feeder task per
+partition hands the open batch to ``producer.send_batch()``; while aiokafka still holds an undrained
+batch of that partition (one produce request in flight per broker), the open batch keeps taking
+records, so each produce request carries everything that arrived during the previous one.
+Offsets come from the batch's base offset plus the record's position.
 Deadlines are checked by one sweeper every ``tick`` seconds (no timer per request).
 """
 
@@ -79,8 +80,9 @@ class BatchingProducer:
         self._on_failure = on_failure
         self._tick = tick
         self._loop = asyncio.get_running_loop()
-        self._open: dict[int, _OpenBatch] = {}
-        self._sending: dict[int, asyncio.Task[None]] = {}
+        # per partition: batches not yet handed to aiokafka, oldest first; only the last takes records
+        self._queued: dict[int, collections.deque[_OpenBatch]] = {}
+        self._feeders: dict[int, asyncio.Task[None]] = {}
         self._flush_scheduled = False
         self._deliveries: collections.deque[Delivery] = collections.deque()
         self._keys: dict[bytes, int] = {}
@@ -113,22 +115,23 @@ class BatchingProducer:
         """Append ``records`` to the open batches; the returned delivery resolves after the acks."""
         delivery = Delivery(len(records), self._loop.create_future(), self._loop.time() + self.timeout)
         self._deliveries.append(delivery)
-        open_batches = self._open
+        queued = self._queued
         for index, (key, value, headers) in enumerate(records):
             try:
                 part = self._partition(key)
             except EdgeError as exc:
                 self._resolve(delivery, index, exc)
                 continue
-            batch = open_batches.get(part)
-            if batch is None:
-                batch = open_batches[part] = _OpenBatch(self.producer.create_batch())
+            queue = queued.get(part)
+            if queue is None:
+                queue = queued[part] = collections.deque((_OpenBatch(self.producer.create_batch()),))
+            batch = queue[-1]
             if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                self._start_send(part)  # full: hand it over, start the next one
-                batch = open_batches[part] = _OpenBatch(self.producer.create_batch())
+                batch = _OpenBatch(self.producer.create_batch())  # full: the next one queues behind it
                 if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                     self._resolve(delivery, index, EdgeError(EVENT_TOO_LARGE, "record larger than a batch"))
                     continue
+                queue.append(batch)
             batch.entries.append((delivery, index))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -136,33 +139,38 @@ class BatchingProducer:
         return delivery
 
     def _flush(self) -> None:
+        """End of a loop iteration: make sure every partition with records has a feeder."""
         self._flush_scheduled = False
-        for part in list(self._open):
-            if part not in self._sending:
-                self._start_send(part)
+        for part in self._queued:
+            if part not in self._feeders:
+                self._feeders[part] = asyncio.ensure_future(self._feed(part))
 
-    def _start_send(self, part: int) -> None:
-        batch = self._open.pop(part, None)
-        if batch is None or not batch.entries:
-            return
-        previous = self._sending.get(part)
-        self._sending[part] = asyncio.ensure_future(self._send(part, batch, previous))
-
-    async def _send(self, part: int, batch: _OpenBatch, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None and not previous.done():
-            await asyncio.wait([previous])  # keep the partition's batches in order
+    async def _feed(self, part: int) -> None:
+        """Hand the partition's batches to aiokafka in order. ``send_batch`` waits while the
+        accumulator still holds an undrained batch of the partition; meanwhile the waiting batch
+        keeps taking records, so every produce request carries all that arrived while the previous
+        one was in flight. It leaves the queue in the step in which aiokafka takes it: no record
+        joins a batch after that."""
+        queue = self._queued[part]
         try:
-            started = time.perf_counter()
-            future = await self.producer.send_batch(batch.builder, self.topic, partition=part)
-        except Exception as exc:  # accumulator closed or full beyond the timeout
-            self._fail(batch, exc)
-        else:
-            future.add_done_callback(partial(self._delivered, part, batch, started))
+            while queue:
+                batch = queue[0]
+                if not batch.entries:
+                    queue.popleft()
+                    continue
+                started = time.perf_counter()
+                try:
+                    future = await self.producer.send_batch(batch.builder, self.topic, partition=part)
+                except Exception as exc:  # accumulator closed or full beyond the timeout
+                    queue.popleft()
+                    self._fail(batch, exc)
+                    continue
+                queue.popleft()
+                future.add_done_callback(partial(self._delivered, part, batch, started))
         finally:
-            if self._sending.get(part) is asyncio.current_task():
-                del self._sending[part]
-                if part in self._open:  # records arrived meanwhile
-                    self._start_send(part)
+            del self._feeders[part]
+            if not queue and self._queued.get(part) is queue:
+                del self._queued[part]
 
     # -- results ---------------------------------------------------------------------------------
     def _delivered(self, part: int, batch: _OpenBatch, started: float, future: asyncio.Future[Any]) -> None:
@@ -218,8 +226,8 @@ class BatchingProducer:
         """Hand over every open batch and wait (bounded) for their acks; what is still unacknowledged
         then resolves to a 503 error."""
         self._flush()
-        if self._sending:
-            await asyncio.wait(list(self._sending.values()), timeout=timeout)
+        if self._feeders:
+            await asyncio.wait(list(self._feeders.values()), timeout=timeout)
         waiting = [d.future for d in self._deliveries if not d.future.done()]
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)

@@ -61,7 +61,7 @@ def build_parser() -> EnvArgumentParser:
                    help="seconds between checks for new topics, partitions and settings")
     p.add_argument("--batch-interval-ms", type=int, default=100, env="GEO_MIRROR_BATCH_INTERVAL_MS",
                    help="longest wait for records before a transaction")
-    p.add_argument("--transaction-interval-ms", type=int, default=300, env="GEO_MIRROR_TRANSACTION_INTERVAL_MS",
+    p.add_argument("--transaction-interval-ms", type=int, default=500, env="GEO_MIRROR_TRANSACTION_INTERVAL_MS",
                    help="shortest time between two rounds of a region's transactions; what arrives "
                         "meanwhile joins the next round (each transaction costs the central brokers "
                         "several log writes, whatever its size)")

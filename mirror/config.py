@@ -24,7 +24,7 @@ class MirrorConfig:
     refresh_interval_s: float = 2.0
     batch_interval_ms: int = 100
     #: shortest time between the starts of two copy rounds (transactions) of one region
-    transaction_interval_ms: int = 300
+    transaction_interval_ms: int = 500
     max_batch_records: int = 20000
     transaction_timeout_ms: int = 30000
     session_timeout_ms: int = 10000

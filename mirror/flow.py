@@ -125,7 +125,7 @@ class RegionFlow:
             metadata_max_age_ms=max(1000, int(cfg.refresh_interval_s * 1000)),
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=max(500, cfg.session_timeout_ms // 4),
-            fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=500, max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024, request_timeout_ms=max(timeout_ms, 20000),
         )
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
