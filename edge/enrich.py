@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import uuid_utils
 
@@ -19,9 +18,9 @@ _COUNTRY = re.compile(rb"^[A-Z0-9]{2}$")
 _MAX_ID = 200
 
 
-@dataclass(frozen=True)
-class RequestContext:
-    """What the edge knows about one request, shared by all its events."""
+class RequestContext(NamedTuple):
+    """What the edge knows about one request, shared by all its events (a NamedTuple: built
+    per request, cheaper than a frozen dataclass)."""
 
     received_at: bytes
     client_ip: bytes | None

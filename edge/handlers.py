@@ -11,7 +11,7 @@ import binascii
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 from urllib.parse import parse_qs
 
 import orjson
@@ -100,8 +100,7 @@ class EdgeContext:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
+class Peer(NamedTuple):
     """The client as the edge determined it: address, whether its proxy is trusted, key's source."""
 
     client_ip: bytes | None

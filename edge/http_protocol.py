@@ -47,6 +47,16 @@ class _CoalescingTransport:
         self.flush()
         self._transport.close()
 
+    # uvicorn calls these per request: explicit methods, not the (slow) __getattr__ fallback
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
