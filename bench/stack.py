@@ -2,7 +2,7 @@
 
 0. A warm-up (``--warmup-seconds`` at a fifth of ``--rate``, not reported): JIT compilers,
    connections, topics and consumer groups settle.
-1. Sustained: ``--rate`` events/s offered through the router for ``--seconds``; the stack keeps up
+1. Sustained: ``--rate`` events/s offered through the router for ``--sustained-seconds``; the stack keeps up
    when the acknowledged rate matches the offer, the mirror lag stays bounded and the central
    table grows at the offered rate over the second half of the run
    (``central_rows_per_s_second_half``) and its backlog (acknowledged events not yet in the table)
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients-per-country", type=int, default=4)
     parser.add_argument("--rate", type=float, default=10_000.0,
                         help="events/s offered through the router in the sustained run")
+    parser.add_argument("--sustained-seconds", type=float, default=120.0,
+                        help="the run at --rate (long enough for the central table's merges to matter)")
     parser.add_argument("--warmup-seconds", type=float, default=10.0)
     parser.add_argument("--soak-seconds", type=float, default=600.0)
     parser.add_argument("--soak-rate", type=float, default=6_000.0,
@@ -69,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup_seconds, "rate": args.rate / 5})
             say(f"warm-up: {throughput_run(stack, 'sustained', warm)['events_per_s_acknowledged']} events/s")
         for mode in ("sustained", "router", "direct"):
-            result[mode] = throughput_run(stack, mode, args)
+            run_args = argparse.Namespace(**{**vars(args), "seconds": args.sustained_seconds}) \
+                if mode == "sustained" else args
+            result[mode] = throughput_run(stack, mode, run_args)
             say(f"{mode}: {result[mode]}")
         result["soak"] = soak(stack, args)
         say(f"soak: {result['soak']}")
