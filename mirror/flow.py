@@ -23,14 +23,14 @@ from aiokafka.structs import ConsumerRecord
 
 from mirror.backoff import Backoff
 from mirror.central import Central, stop_producer
-from service_kit.bounded import settle
-from service_kit.histograms import observe_many
 from mirror.config import MirrorConfig
 from mirror.heartbeat import emit_heartbeats, ensure_heartbeat_topic
 from mirror.metrics import MirrorMetrics
 from mirror.policy import (H_MIRRORED_AT, H_OFFSET, H_PARTITION, H_REGION, H_TOPIC,
                            is_mirrored_record)
 from mirror.topics import describe_topics
+from service_kit.bounded import settle
+from service_kit.histograms import observe_many
 
 log = logging.getLogger(__name__)
 
