@@ -65,7 +65,8 @@ def build_parser() -> EnvArgumentParser:
                    help="shortest time between two rounds of a region's transactions; what arrives "
                         "meanwhile joins the next round (each transaction costs the central brokers "
                         "several log writes, whatever its size)")
-    p.add_argument("--max-batch-records", type=int, default=20000, env="GEO_MIRROR_MAX_BATCH_RECORDS")
+    p.add_argument("--max-batch-records", type=int, default=50000, env="GEO_MIRROR_MAX_BATCH_RECORDS",
+                   help="records per transaction round (all partitions of a region)")
     p.add_argument("--transaction-timeout-ms", type=int, default=30000, env="GEO_MIRROR_TRANSACTION_TIMEOUT_MS")
     p.add_argument("--session-timeout-ms", type=int, default=10000, env="GEO_MIRROR_SESSION_TIMEOUT_MS",
                    help="source group session: how soon a dead worker's partitions move")

@@ -25,7 +25,7 @@ class MirrorConfig:
     batch_interval_ms: int = 100
     #: shortest time between the starts of two copy rounds (transactions) of one region
     transaction_interval_ms: int = 500
-    max_batch_records: int = 20000
+    max_batch_records: int = 50000
     transaction_timeout_ms: int = 30000
     session_timeout_ms: int = 10000
     operation_timeout_s: float = 15.0

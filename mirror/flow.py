@@ -35,6 +35,16 @@ from service_kit.histograms import observe_many
 log = logging.getLogger(__name__)
 
 
+def _not_yet_copied(records: list[ConsumerRecord], state: PartitionState) -> list[ConsumerRecord]:
+    """``records`` from the partition's next offset on: a round collects for a while, and records
+    fetched before a revocation and re-assignment of the partition (the consumer then seeks to the
+    central position again) must not be copied twice."""
+    start = state.next_offset
+    if start is None or not records or records[0].offset >= start:
+        return records
+    return [record for record in records if record.offset >= start]
+
+
 class RegionDown(Exception):
     """The region's Kafka has not answered for longer than ``region_restart_after_s``."""
 
@@ -354,35 +364,63 @@ class RegionFlow:
         if not self._subscribed or not self._consumer.assignment():
             await asyncio.sleep(self.cfg.batch_interval_ms / 1000)
             return
-        wait = self._round_started + self.cfg.transaction_interval_ms / 1000 - time.monotonic()
-        if wait > 0:  # let records gather into the next round: fewer, bigger transactions
-            await asyncio.sleep(wait)
-        self._round_started = time.monotonic()
-        try:
-            batches = await self._consumer.getmany(timeout_ms=self.cfg.batch_interval_ms,
-                                                   max_records=self.cfg.max_batch_records)
-        except OffsetOutOfRangeError as exc:
-            await self._out_of_range(exc.args[0] if exc.args else {})
-            return
-        except NoOffsetForPartitionError as exc:
+        batches, error = await self._collect_round()
+        if batches:
+            async with self._lock:
+                if self.cfg.exactly_once:
+                    await self._copy_exactly_once(batches)
+                else:
+                    await self._copy_at_least_once(batches)
+            self._update_lag(batches)
+        if isinstance(error, OffsetOutOfRangeError):
+            await self._out_of_range(error.args[0] if error.args else {})
+        elif isinstance(error, NoOffsetForPartitionError):
             # The fetcher looked for a position in the *source* group before the rebalance
             # listener had sought to the central one: seek again to what we know.
-            await self._reseek(exc.args)
-            return
-        if not batches:
-            return
-        async with self._lock:
-            if self.cfg.exactly_once:
-                await self._copy_exactly_once(batches)
-            else:
-                await self._copy_at_least_once(batches)
-        self._update_lag(batches)
+            await self._reseek(error.args)
+
+    async def _collect_round(self) -> tuple[dict[TopicPartition, list[ConsumerRecord]], Exception | None]:
+        """The records of one transaction round: everything fetched until the round is due
+        (``transaction_interval_ms`` after the previous one started) or ``max_batch_records``.
+        Consuming as records come keeps aiokafka's fetcher fetching during the wait (it refetches
+        a partition only once its buffered records are taken), so a round carries all that
+        arrived before it. A fetch error ends the round early; it is returned for handling after
+        the records already taken are copied."""
+        assert self._consumer is not None
+        cfg = self.cfg
+        deadline = self._round_started + cfg.transaction_interval_ms / 1000
+        batches: dict[TopicPartition, list[ConsumerRecord]] = {}
+        count = 0
+        error: Exception | None = None
+        while count < cfg.max_batch_records:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if batches and remaining_ms <= 0:
+                break
+            self._check_group()  # before every getmany (see there)
+            try:
+                got = await self._consumer.getmany(
+                    timeout_ms=max(remaining_ms, 0 if batches else cfg.batch_interval_ms),
+                    max_records=cfg.max_batch_records - count)
+            except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
+                error = exc
+                break
+            for tp, records in got.items():
+                if records:
+                    batches.setdefault(tp, []).extend(records)
+                    count += len(records)
+            if not batches and time.monotonic() >= deadline:
+                break  # idle: let the caller look at its tasks
+        self._round_started = time.monotonic()
+        return batches, error
 
     async def _copy_exactly_once(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         jobs, states = [], []
         for tp, records in batches.items():
             state = self._parts.get(tp)
-            if state is None or not state.ready or not records or state.producer is None:
+            if state is None or not state.ready or state.producer is None:
+                continue
+            records = _not_yet_copied(records, state)
+            if not records:
                 continue
             states.append((state, records))
             jobs.append(self._transaction(state, records))
@@ -422,7 +460,10 @@ class RegionFlow:
             async with asyncio.timeout(self.cfg.operation_timeout_s):
                 for tp, records in batches.items():
                     state = self._parts.get(tp)
-                    if state is None or not state.ready or not records:
+                    if state is None or not state.ready:
+                        continue
+                    records = _not_yet_copied(records, state)
+                    if not records:
                         continue
                     await _ensure_partition_known(producer, state.target)
                     result, futs = await self._send(producer, state, records)
