@@ -2,8 +2,9 @@
 
 Both take the same SQL with ``{name:Type}`` query parameters (values never go into the SQL text)
 and return rows as dicts; inserts send rows (tuples) column by column (``JSONCompactColumns``: one
-``orjson.dumps`` for a whole batch, no column names repeated per row). Calls are blocking; :class:`AsyncClickHouse` runs them in threads:
-one writer thread for inserts and DDL, a small pool for reads, so the event loop stays free.
+``orjson.dumps`` for a whole batch, no column names repeated per row). Calls are blocking;
+:class:`AsyncClickHouse` runs them in threads: one writer thread for inserts and DDL, a small pool
+for reads, so the event loop stays free.
 """
 
 from __future__ import annotations
@@ -58,8 +59,7 @@ def insert_statement(table: str, columns: Sequence[str]) -> str:
 
 def compact_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
     """``rows`` as ``JSONCompactColumns`` data: one JSON array per column."""
-    data = orjson.dumps(list(zip(*rows)))
-    return data if rows else orjson.dumps([[] for _ in columns])
+    return orjson.dumps(list(zip(*rows)) if rows else [[] for _ in columns])
 
 
 def _parse_rows(data: bytes) -> Rows:
