@@ -27,32 +27,30 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+def _cpu_ticks(stat: Path) -> int:
+    """User + system clock ticks from a ``/proc/.../stat`` file (0 when it vanished)."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError):
+        return 0
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of ``pids`` so far (vanished processes count 0)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError):
-            pass
-    return total / tick
+    return sum(_cpu_ticks(Path(f"/proc/{pid}/stat")) for pid in pids) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu_seconds(pid: int, comm: str) -> float:
     """User + system CPU seconds so far of the threads of ``pid`` whose OS name is ``comm``."""
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            if (task / "comm").read_text().strip() != comm:
-                continue
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError):
+            if (task / "comm").read_text().strip() == comm:
+                total += _cpu_ticks(task / "stat")
+        except OSError:
             pass
-    return total / tick
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pids: list[int]) -> float:

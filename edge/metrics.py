@@ -8,6 +8,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from service_kit.histograms import add_counts
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 REQUESTS = Counter("geo_edge_http_requests", "HTTP requests answered, by route and status code",
@@ -62,8 +64,8 @@ class BufferedCounter:
 
 
 class BufferedHistogram:
-    """A histogram child observed locally (bucket counts and sum), flushed like ``BufferedCounter``.
-    Uses the child's bucket/sum values, the same ones ``Histogram.observe`` writes."""
+    """A histogram child observed locally (bucket counts and sum), flushed like ``BufferedCounter``
+    (``service_kit.histograms.add_counts``)."""
 
     __slots__ = ("child", "bounds", "counts", "sum")
 
@@ -83,10 +85,7 @@ class BufferedHistogram:
         if not any(counts):
             return
         self.counts, self.sum = [0] * len(self.bounds), 0.0
-        for bucket, count in zip(self.child._buckets, counts):
-            if count:
-                bucket.inc(count)
-        self.child._sum.inc(total)
+        add_counts(self.child, counts, total)
 
 
 _BUFFERS: list[Any] = []

@@ -60,7 +60,7 @@ def build_parser() -> EnvArgumentParser:
     p.add_argument("--refresh-interval", type=float, default=2.0, env="GEO_MIRROR_REFRESH_INTERVAL",
                    help="seconds between checks for new topics, partitions and settings")
     p.add_argument("--batch-interval-ms", type=int, default=100, env="GEO_MIRROR_BATCH_INTERVAL_MS",
-                   help="longest wait for records before a transaction")
+                   help="how long a fetch waits for records when the region is idle (the flow then checks its tasks)")
     p.add_argument("--transaction-interval-ms", type=int, default=500, env="GEO_MIRROR_TRANSACTION_INTERVAL_MS",
                    help="shortest time between two rounds of a region's transactions; what arrives "
                         "meanwhile joins the next round (each transaction costs the central brokers "

@@ -35,16 +35,6 @@ from service_kit.histograms import observe_many
 log = logging.getLogger(__name__)
 
 
-def _not_yet_copied(records: list[ConsumerRecord], state: PartitionState) -> list[ConsumerRecord]:
-    """``records`` from the partition's next offset on: a round collects for a while, and records
-    fetched before a revocation and re-assignment of the partition (the consumer then seeks to the
-    central position again) must not be copied twice."""
-    start = state.next_offset
-    if start is None or not records or records[0].offset >= start:
-        return records
-    return [record for record in records if record.offset >= start]
-
-
 class RegionDown(Exception):
     """The region's Kafka has not answered for longer than ``region_restart_after_s``."""
 
@@ -70,6 +60,16 @@ class CopyResult:
     records: int = 0
     nbytes: int = 0
     skipped: int = 0
+
+
+def _not_yet_copied(records: list[ConsumerRecord], state: PartitionState) -> list[ConsumerRecord]:
+    """``records`` from the partition's next offset on: a round collects for a while, and records
+    fetched before a revocation and re-assignment of the partition (the consumer then seeks to the
+    central position again) must not be copied twice."""
+    start = state.next_offset
+    if start is None or not records or records[0].offset >= start:
+        return records
+    return [record for record in records if record.offset >= start]
 
 
 class RegionFlow:

@@ -1,24 +1,29 @@
-"""Observing many values into a prometheus_client histogram at once."""
+"""Writing many observations into a prometheus_client histogram child at once: one increment per
+bucket touched and one for the sum, instead of a locked update per value. Uses the child's bucket
+and sum values, the same ones ``Histogram.observe`` writes."""
 
 from __future__ import annotations
 
 import bisect
-from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
+
+
+def add_counts(child: Any, counts: Sequence[int], total: float) -> None:
+    """Add ``counts[i]`` observations to bucket ``i`` of ``child`` (bucket order of its upper
+    bounds) and ``total`` to its sum."""
+    for bucket, count in zip(child._buckets, counts):
+        if count:
+            bucket.inc(count)
+    child._sum.inc(total)
 
 
 def observe_many(child: Any, values: Iterable[float]) -> None:
-    """``child.observe(v)`` for every value, with one increment per bucket touched and one for
-    the sum instead of a locked update per value (what ``Histogram.observe`` writes: the
-    child's bucket counters and sum)."""
+    """``child.observe(v)`` for every value."""
     bounds = child._upper_bounds
-    counts: Counter[int] = Counter()
+    counts = [0] * len(bounds)
     total = 0.0
     for value in values:
         counts[bisect.bisect_left(bounds, value)] += 1
         total += value
-    if not counts:
-        return
-    for index, count in counts.items():
-        child._buckets[index].inc(count)
-    child._sum.inc(total)
+    if any(counts):
+        add_counts(child, counts, total)
