@@ -444,10 +444,14 @@ class RegionFlow:
             await _ensure_partition_known(producer, state.target)
             await producer.begin_transaction()
             result, futures = await self._send(producer, state, records)
+            # Every batch must be acknowledged *before* the commit: aiokafka commits a
+            # transaction even when one of its batches failed for good (a refused or expired
+            # batch only fails its own future), and the position would then skip its records.
+            # A failure here leaves the transaction open; the repair's new producer aborts it.
+            await asyncio.gather(*futures)
             await producer.send_offsets_to_transaction({state.target: next_offset},
                                                        self.central.positions.group_id)
             await producer.commit_transaction()
-            await asyncio.gather(*futures)
         state.next_offset = next_offset
         return result
 

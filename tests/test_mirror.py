@@ -16,7 +16,7 @@ from typing import AsyncIterator, Iterator
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from harness.kafka import KafkaCluster, start_clusters
@@ -25,7 +25,8 @@ from mirror.metrics import MirrorMetrics
 from mirror.policy import ReplicationPolicy, TopicFilter, is_mirrored_record
 from mirror.regions import parse_region_flags
 from mirror.worker import MirrorWorker
-from test_mirror_helpers import create_topic, grow_topic, ids_of, produce, read_all
+from test_mirror_helpers import (committed_position, create_topic, grow_topic, ids_of, produce,
+                                 read_all)
 
 
 # ---------------------------------------------------------------- policy (no Kafka)
@@ -234,6 +235,43 @@ async def test_dead_group_coordination_rebuilds_the_flow(clusters, make_worker) 
     assert sorted(ids_of(records)) == sorted(f"eu-{i}" for i in range(50))   # no loss, no duplicate
     assert worker.metrics.errors.labels("eu", "GroupCoordinationLost")._value.get() >= 1
     assert flow._consumer is not consumer  # noqa: SLF001
+
+
+async def test_a_batch_the_centre_refuses_is_never_committed_past(clusters, make_worker) -> None:
+    """A batch the central cluster refuses for good must not let its transaction commit: aiokafka
+    would commit the transaction (and the position after the batch) with the batch missing. Here
+    the central topic refuses records older than an hour; one such record stops the partition
+    (its transactions abort, the position stays) until the centre accepts it, then everything
+    arrives exactly once."""
+    tag = uuid.uuid4().hex[:6]
+    topic, target = f"refuse-{tag}", f"eu.refuse-{tag}"
+    eu, central = clusters["eu"].bootstrap, clusters["central"].bootstrap
+    await create_topic(eu, topic, 1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=central)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(target, 1, 1, topic_configs={
+            "message.timestamp.before.max.ms": "3600000"})])
+        await produce(eu, topic, "eu", range(20))
+        worker = await make_worker([topic])
+        assert len(await read_all(central, target, 20, timeout=30, settle=0)) == 20
+        old = int(time.time() * 1000) - 2 * 86_400_000
+        await produce(eu, topic, "eu", [20], timestamp_ms=old)   # refused centrally
+        await produce(eu, topic, "eu", range(21, 41))
+        aborted = worker.metrics.transactions.labels("eu", "aborted")
+        async with asyncio.timeout(30):
+            while aborted._value.get() < 3:
+                await asyncio.sleep(0.1)
+        assert sorted(ids_of(await read_all(central, target, 21, timeout=3))) == \
+            sorted(f"eu-{i}" for i in range(20))
+        assert await committed_position(central, worker.config.positions_group,
+                                        TopicPartition(target, 0)) == 20
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, target, configs={
+            "message.timestamp.before.max.ms": str(2**63 - 1)})])
+    finally:
+        await admin.close()
+    records = await read_all(central, target, 41, timeout=60)
+    assert sorted(ids_of(records)) == sorted(f"eu-{i}" for i in range(41))  # no loss, no duplicate
 
 
 async def test_cycles_are_refused(clusters, make_worker) -> None:

@@ -11,7 +11,7 @@ from subprocess import Popen
 from typing import Sequence
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
 from harness.ports import free_port
@@ -38,8 +38,9 @@ async def grow_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 async def produce(bootstrap: str, topic: str, region: str, ids: Sequence[int],
                   partitions: int | None = None, headers: list[tuple[str, bytes]] | None = None,
-                  rate: float | None = None) -> None:
-    """Send events ``{region}-{i}`` keyed ``user-{i % 7}`` (or to partition ``i % partitions``)."""
+                  rate: float | None = None, timestamp_ms: int | None = None) -> None:
+    """Send events ``{region}-{i}`` keyed ``user-{i % 7}`` (or to partition ``i % partitions``),
+    stamped ``timestamp_ms`` when given."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                 linger_ms=5)
     await producer.start()
@@ -49,7 +50,7 @@ async def produce(bootstrap: str, topic: str, region: str, ids: Sequence[int],
             value = f'{{"id":"{region}-{i}","n":{i}}}'.encode()
             partition = None if partitions is None else i % partitions
             futures.append(await producer.send(topic, value, key=f"user-{i % 7}".encode(),
-                                               partition=partition,
+                                               partition=partition, timestamp_ms=timestamp_ms,
                                                headers=[("event-id", f"{region}-{i}".encode()),
                                                         *(headers or [])]))
             if rate and n % 100 == 99:
@@ -88,6 +89,18 @@ async def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 60.
     finally:
         await consumer.stop()
     return got
+
+
+async def committed_position(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    """The offset ``group`` committed for ``tp`` (an OffsetFetch; the group is never joined)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+    finally:
+        await admin.close()
+    meta = offsets.get(tp)
+    return None if meta is None or meta.offset < 0 else meta.offset
 
 
 def ids_of(records: list) -> list[str]:
