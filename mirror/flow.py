@@ -128,6 +128,12 @@ class RegionFlow:
     async def _run_once(self) -> None:
         cfg = self.cfg
         timeout_ms = int(cfg.operation_timeout_s * 1000)
+        # The rebalance listener holds the flow's lock: a revocation waits for the in-flight
+        # transactions and an assignment initialises producers and reads positions, each bounded
+        # by the operation timeout. The group must wait that long for this member to rejoin, or
+        # it drops the member and rebalances again (a slow central cluster kept two workers
+        # rebalancing for a minute). A dead member is still detected by the session timeout.
+        rebalance_ms = max(cfg.session_timeout_ms, 2 * timeout_ms + 5000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=cfg.source_group,
             client_id=f"{cfg.client_id}-{self.region}", enable_auto_commit=False,
@@ -136,7 +142,8 @@ class RegionFlow:
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=max(500, cfg.session_timeout_ms // 4),
             fetch_max_wait_ms=500, max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024, request_timeout_ms=max(timeout_ms, 20000),
+            fetch_max_bytes=64 * 1024 * 1024, rebalance_timeout_ms=rebalance_ms,
+            request_timeout_ms=max(timeout_ms, 20000, rebalance_ms + 5000),  # a JoinGroup waits
         )
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
                                           client_id=f"{cfg.client_id}-{self.region}-admin",
