@@ -131,8 +131,8 @@ class RegionFlow:
         # The rebalance listener holds the flow's lock: a revocation waits for the in-flight
         # transactions and an assignment initialises producers and reads positions, each bounded
         # by the operation timeout. The group must wait that long for this member to rejoin, or
-        # it drops the member and rebalances again (a slow central cluster kept two workers
-        # rebalancing for a minute). A dead member is still detected by the session timeout.
+        # it drops the member and rebalances again, over and over while the central cluster is
+        # slow. A dead member is still detected by the session timeout.
         rebalance_ms = max(cfg.session_timeout_ms, 2 * timeout_ms + 5000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=cfg.source_group,
