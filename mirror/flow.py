@@ -249,7 +249,12 @@ class RegionFlow:
 
     # ----------------------------------------------------------------- rebalance
     async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """``assigned`` is the whole new assignment: every earlier partition state goes (aiokafka
+        0.14 does not always revoke first: when the subscription changes while this callback
+        runs, the next revocation names the assignment *before* this one, so partitions handed
+        out here would otherwise stay in the flow as if still owned)."""
         async with self._lock:
+            self._forget(list(self._parts))
             assigned_set = set(assigned)
             for tp in [tp for tp in self._producers if tp not in assigned_set]:
                 await stop_producer(self._producers.pop(tp), self.cfg.operation_timeout_s)
@@ -283,15 +288,19 @@ class RegionFlow:
 
     async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         async with self._lock:  # waits for the in-flight transactions to finish
-            for tp in revoked:
-                state = self._parts.pop(tp, None)
-                if state is not None and state.repair is not None:
-                    state.repair.cancel()
-                try:
-                    self.metrics.records_behind.remove(self.region, tp.topic, str(tp.partition))
-                except KeyError:
-                    pass
+            self._forget(revoked)
             self.metrics.partitions.labels(self.region).set(len(self._parts))
+
+    def _forget(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop the partitions' states (and repairs, and lag series); producers stay for reuse."""
+        for tp in tps:
+            state = self._parts.pop(tp, None)
+            if state is not None and state.repair is not None:
+                state.repair.cancel()
+            try:
+                self.metrics.records_behind.remove(self.region, tp.topic, str(tp.partition))
+            except KeyError:
+                pass
 
     async def _init_partition(self, state: PartitionState) -> None:
         """Fence the partition's transactional id, read its central position and seek."""

@@ -10,6 +10,7 @@ from typing import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import InvalidPartitionsError
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,6 @@ MANAGED_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "compres
                    "max.message.bytes")
 _DYNAMIC_TOPIC_CONFIG = 1
 _TOPIC_ALREADY_EXISTS = 36
-_INVALID_PARTITIONS = 37
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,16 @@ class CentralTopics:
                 raise RuntimeError(f"create topic {topic}: {err['error_message']} ({err['error_code']})")
             current = await self._current_partitions(topic)
         if current < partitions:
-            result = (await self._admin.create_partitions(
-                {topic: NewPartitions(total_count=partitions)})).to_object()
-            err = result["topic_errors"][0]
-            if err["error_code"] not in (0, _INVALID_PARTITIONS):
-                raise RuntimeError(f"grow topic {topic}: {err['error_message']} ({err['error_code']})")
-            log.info("grew target topic", extra={"topic": topic, "partitions": partitions})
-            current = max(partitions, await self._current_partitions(topic))
+            try:  # aiokafka raises the topic's error code as an exception
+                await self._admin.create_partitions({topic: NewPartitions(total_count=partitions)})
+            except InvalidPartitionsError:
+                # Another worker created or grew it meanwhile (our metadata read was behind).
+                current = await self._current_partitions(topic)
+                if current < partitions:
+                    raise
+            else:
+                log.info("grew target topic", extra={"topic": topic, "partitions": partitions})
+                current = max(partitions, await self._current_partitions(topic))
         self._partitions[topic] = current
 
     async def _current_partitions(self, topic: str) -> int:
