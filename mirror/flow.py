@@ -429,18 +429,24 @@ class RegionFlow:
         self._round_started = time.monotonic()
         return batches, error
 
-    async def _copy_exactly_once(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        jobs, states = [], []
+    def _copyable(self, batches: dict[TopicPartition, list[ConsumerRecord]]
+                  ) -> list[tuple[PartitionState, list[ConsumerRecord]]]:
+        """Each ready partition's records not copied yet. A partition that is not ready (being
+        initialised or repaired) is left out: its seek brings its records back."""
+        copyable = []
         for tp, records in batches.items():
             state = self._parts.get(tp)
             if state is None or not state.ready or state.producer is None:
                 continue
             records = _not_yet_copied(records, state)
-            if not records:
-                continue
-            states.append((state, records))
-            jobs.append(self._transaction(state, records))
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+            if records:
+                copyable.append((state, records))
+        return copyable
+
+    async def _copy_exactly_once(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        states = self._copyable(batches)
+        results = await asyncio.gather(
+            *(self._transaction(state, records) for state, records in states), return_exceptions=True)
         for (state, records), result in zip(states, results):
             if isinstance(result, BaseException):
                 self.metrics.transactions.labels(self.region, "aborted").inc()
@@ -478,13 +484,7 @@ class RegionFlow:
         futures: list[asyncio.Future[object]] = []
         try:
             async with asyncio.timeout(self.cfg.operation_timeout_s):
-                for tp, records in batches.items():
-                    state = self._parts.get(tp)
-                    if state is None or not state.ready:
-                        continue
-                    records = _not_yet_copied(records, state)
-                    if not records:
-                        continue
+                for state, records in self._copyable(batches):
                     await _ensure_partition_known(producer, state.target)
                     result, futs = await self._send(producer, state, records)
                     futures.extend(futs)
