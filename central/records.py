@@ -7,6 +7,9 @@ Event time rule (clock-skew correction, as Segment/Snowplow do): when the event 
 ``timestamp`` *and* the edge recorded a ``sent-at`` header, ``event_time = received_at −
 (sent_at − timestamp)``, capped at ``received_at``; otherwise ``event_time = received_at``. The raw
 client values are kept in ``client_ts`` and ``sent_at``.
+
+Header names and the user rule (``user_id`` = the record's key user, :func:`service_kit.contract.user_key`,
+as the edge keys it) come from :mod:`service_kit.contract`.
 """
 
 from __future__ import annotations
@@ -17,8 +20,13 @@ from typing import Any, NamedTuple, Protocol, Sequence
 
 import orjson
 
-REQUIRED_EVENT_HEADERS = ("event-id", "received-at", "region", "edge")
-EXTRACTED_FIELDS = ("event", "os", "browser", "timestamp", "event_id", "sent_at", "user_id")
+from service_kit.contract import (CLIENT_IP, COUNTRY, EDGE, EVENT_ID, FIELD_EVENT_ID, FIELD_SENT_AT, FIELD_USER_ID,
+                                  MIRROR_SOURCE_OFFSET, MIRROR_SOURCE_PARTITION, MIRROR_SOURCE_TOPIC, MIRRORED_AT,
+                                  RECEIVED_AT, REGION, REQUIRED_EVENT_HEADERS, SENT_AT, user_key)
+
+#: JSON fields with a column of their own, left out of ``properties`` (a ``user_id`` that is not a
+#: string is kept there: the key rule does not take it, so it has no column).
+EXTRACTED_FIELDS = ("event", "os", "browser", "timestamp", FIELD_EVENT_ID, FIELD_SENT_AT, FIELD_USER_ID)
 PREVIEW_BYTES = 4096
 
 
@@ -152,6 +160,7 @@ def _json_object(value: bytes) -> dict[str, Any]:
 
 
 _EXTRACTED = frozenset(EXTRACTED_FIELDS)
+_EXTRACTED_BUT_USER = _EXTRACTED - {FIELD_USER_ID}
 
 
 def event_row(record: RecordLike, loaded_at: int, max_bytes: int) -> Row:
@@ -161,26 +170,27 @@ def event_row(record: RecordLike, loaded_at: int, max_bytes: int) -> Row:
     for name in REQUIRED_EVENT_HEADERS:
         if not get(name):
             raise Rejected("missing_header", f"header {name!r} missing")
-    received_at = _int_header(headers, "received-at", True)
+    received_at = _int_header(headers, RECEIVED_AT, True)
     assert received_at is not None
     doc = _json_object(_check_size(record, max_bytes))
-    sent_at = _int_header(headers, "sent-at", False) if "sent-at" in headers else None
+    sent_at = _int_header(headers, SENT_AT, False) if SENT_AT in headers else None
     timestamp = doc.get("timestamp")
     client_ts = _client_ms(timestamp) if timestamp is not None else None
-    properties = {k: v for k, v in doc.items() if k not in _EXTRACTED}
+    given_user = doc.get(FIELD_USER_ID)
+    extracted = _EXTRACTED if given_user is None or type(given_user) is str else _EXTRACTED_BUT_USER
+    properties = {k: v for k, v in doc.items() if k not in extracted}
     event, os_, browser = doc.get("event"), doc.get("os"), doc.get("browser")
-    user = doc.get("user_id") or doc.get("anonymous_id")
-    mirrored_at = _int_header(headers, "mirrored-at", False) if "mirrored-at" in headers else None
+    mirrored_at = _int_header(headers, MIRRORED_AT, False) if MIRRORED_AT in headers else None
     return (
-        headers["event-id"],
+        headers[EVENT_ID],
         event if type(event) is str else _text(event),
         os_ if type(os_) is str else _text(os_),
         browser if type(browser) is str else _text(browser),
-        get("country", ""),
-        headers["region"],
-        headers["edge"],
-        user if type(user) is str else _text(user),
-        get("client-ip", ""),
+        get(COUNTRY, ""),
+        headers[REGION],
+        headers[EDGE],
+        user_key(doc) or "",
+        get(CLIENT_IP, ""),
         orjson.dumps(properties).decode(),
         ch_time(client_ts),
         ch_time(sent_at),
@@ -191,9 +201,9 @@ def event_row(record: RecordLike, loaded_at: int, max_bytes: int) -> Row:
         record.topic,
         record.partition,
         record.offset,
-        get("mirror-source-topic", ""),
-        _int_header(headers, "mirror-source-partition", False, UINT32_MAX),
-        _int_header(headers, "mirror-source-offset", False, UINT64_MAX),
+        get(MIRROR_SOURCE_TOPIC, ""),
+        _int_header(headers, MIRROR_SOURCE_PARTITION, False, UINT32_MAX),
+        _int_header(headers, MIRROR_SOURCE_OFFSET, False, UINT64_MAX),
     )
 
 
@@ -207,7 +217,7 @@ def heartbeat_row(record: RecordLike, loaded_at: int, max_bytes: int) -> Row:
     if not isinstance(ts, int) or isinstance(ts, bool) or not 0 < ts <= MAX_MS:
         raise Rejected("bad_heartbeat", "heartbeat without an integer ts (ms, up to 2299)")
     headers = _headers(record)
-    return (region, ch_time(ts), ch_time(_int_header(headers, "mirrored-at", False)), ch_time(loaded_at),
+    return (region, ch_time(ts), ch_time(_int_header(headers, MIRRORED_AT, False)), ch_time(loaded_at),
             record.topic, record.partition, record.offset)
 
 

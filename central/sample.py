@@ -11,6 +11,10 @@ from typing import Iterable, Sequence
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from service_kit.contract import (CLIENT_IP, COUNTRY, EDGE, EVENT_ID, MIRROR_SOURCE_OFFSET, MIRROR_SOURCE_PARTITION,
+                                  MIRROR_SOURCE_REGION, MIRROR_SOURCE_TOPIC, MIRRORED_AT, RECEIVED_AT, REGION,
+                                  SENT_AT)
+
 EVENTS = ("page_view", "click", "signup", "purchase", "search", "logout")
 OSES = ("Android", "iOS", "Windows", "macOS", "Linux")
 BROWSERS = ("Chrome", "Safari", "Firefox", "Edge", "Samsung")
@@ -31,15 +35,15 @@ def event_headers(event_id: str, region: str, received_at: int, *, sent_at: int 
                   country: str | None = "DE", edge: str = "edge-1", source_offset: int = 0,
                   mirrored_at: int | None = None) -> list[tuple[str, bytes]]:
     """The edge headers plus the mirror's provenance headers."""
-    headers = {"event-id": event_id, "received-at": str(received_at), "region": region, "edge": edge,
-               "client-ip": "203.0.113.7"}
+    headers = {EVENT_ID: event_id, RECEIVED_AT: str(received_at), REGION: region, EDGE: edge,
+               CLIENT_IP: "203.0.113.7"}
     if country:
-        headers["country"] = country
+        headers[COUNTRY] = country
     if sent_at is not None:
-        headers["sent-at"] = str(sent_at)
-    headers.update({"mirror-source-region": region, "mirror-source-topic": "events",
-                    "mirror-source-partition": "0", "mirror-source-offset": str(source_offset),
-                    "mirrored-at": str(mirrored_at if mirrored_at is not None else received_at + 5)})
+        headers[SENT_AT] = str(sent_at)
+    headers.update({MIRROR_SOURCE_REGION: region, MIRROR_SOURCE_TOPIC: "events",
+                    MIRROR_SOURCE_PARTITION: "0", MIRROR_SOURCE_OFFSET: str(source_offset),
+                    MIRRORED_AT: str(mirrored_at if mirrored_at is not None else received_at + 5)})
     return [(k, v.encode()) for k, v in headers.items()]
 
 

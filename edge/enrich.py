@@ -1,8 +1,11 @@
-"""Enrichment: the Kafka key and headers of ARCHITECTURE.md's data contract.
+"""Enrichment: the Kafka key and headers of ARCHITECTURE.md's data contract (names and key rule
+from :mod:`service_kit.contract`).
 
 Headers: ``event-id``, ``received-at``, ``region``, ``edge`` always; ``client-ip`` (forwarded
 headers only from trusted proxies), ``country`` (``CF-IPCountry`` from a trusted proxy) and
-``sent-at`` when known, ``source`` (the write key's source) when write keys are on. Key: ``user_id``, else ``anonymous_id``, else the event id.
+``sent-at`` when known, ``source`` (the write key's source) when write keys are on. Key:
+:func:`~service_kit.contract.user_key` (a non-empty string ``user_id``, else ``anonymous_id``),
+else the event id.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import re
 from typing import Any, NamedTuple, Sequence
 
 import uuid_utils
+
+from service_kit.contract import (CLIENT_IP, COUNTRY, EDGE, EVENT_ID, FIELD_EVENT_ID, FIELD_SENT_AT, RECEIVED_AT,
+                                  REGION, SENT_AT, SOURCE, user_key)
 
 Headers = list[tuple[str, bytes]]
 _COUNTRY = re.compile(rb"^[A-Z0-9]{2}$")
@@ -92,39 +98,34 @@ def sent_at_of(value: Any) -> bytes | None:
 
 def event_id_and_key(doc: dict[str, Any], idempotency_key: bytes | None) -> tuple[bytes, bytes]:
     """The event id (client's ``event_id`` / ``Idempotency-Key`` or a new UUIDv7) and the record key."""
-    given = doc.get("event_id")
+    given = doc.get(FIELD_EVENT_ID)
     if type(given) is str and 0 < len(given) <= _MAX_ID:
         event_id = given.encode()
     elif idempotency_key:
         event_id = idempotency_key
     else:
         event_id = str(uuid_utils.uuid7()).encode()
-    user = doc.get("user_id")
-    if type(user) is str and user:
-        return event_id, user.encode()
-    anon = doc.get("anonymous_id")
-    if type(anon) is str and anon:
-        return event_id, anon.encode()
-    return event_id, event_id
+    user = user_key(doc)
+    return event_id, (event_id if user is None else user.encode())
 
 
 class Enricher:
     """Builds the headers of one record from the event and its request context."""
 
     def __init__(self, region: str, node_id: str) -> None:
-        self.region = ("region", region.encode())
-        self.edge = ("edge", node_id.encode())
+        self.region = (REGION, region.encode())
+        self.edge = (EDGE, node_id.encode())
 
     def headers(self, doc: dict[str, Any], ctx: RequestContext, event_id: bytes) -> Headers:
-        headers: Headers = [("event-id", event_id), ("received-at", ctx.received_at), self.region, self.edge]
+        headers: Headers = [(EVENT_ID, event_id), (RECEIVED_AT, ctx.received_at), self.region, self.edge]
         if ctx.client_ip is not None:
-            headers.append(("client-ip", ctx.client_ip))
+            headers.append((CLIENT_IP, ctx.client_ip))
         if ctx.country is not None:
-            headers.append(("country", ctx.country))
+            headers.append((COUNTRY, ctx.country))
         if ctx.source is not None:
-            headers.append(("source", ctx.source))
-        sent = doc.get("sent_at")
+            headers.append((SOURCE, ctx.source))
+        sent = doc.get(FIELD_SENT_AT)
         sent_at = sent_at_of(sent) if sent is not None else ctx.sent_at
         if sent_at is not None:
-            headers.append(("sent-at", sent_at))
+            headers.append((SENT_AT, sent_at))
         return headers

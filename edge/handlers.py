@@ -25,6 +25,7 @@ from edge.limits import StructureLimits
 from edge.ratelimit import TokenBuckets, retry_after
 from edge.sink import Ack, KafkaSink, Record
 from edge.validation import Checker, check_event, parse_event, parse_json
+from service_kit.contract import CLIENT_IP, DLQ_DETAIL, DLQ_REASON, RECEIVED_AT
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +355,8 @@ class BatchEvents(EventEndpoint):
             value = element if type(element) is bytes else orjson.dumps(element)
         except TypeError:
             return
-        headers = [("reason", exc.reason.encode()), ("detail", exc.detail[:500].encode("utf-8", "replace")),
-                   ("received-at", rctx.received_at), self.ctx.enricher.region, self.ctx.enricher.edge]
+        headers = [(DLQ_REASON, exc.reason.encode()), (DLQ_DETAIL, exc.detail[:500].encode("utf-8", "replace")),
+                   (RECEIVED_AT, rctx.received_at), self.ctx.enricher.region, self.ctx.enricher.edge]
         if rctx.client_ip is not None:
-            headers.append(("client-ip", rctx.client_ip))
+            headers.append((CLIENT_IP, rctx.client_ip))
         self.ctx.sink.dead_letter(value, headers)

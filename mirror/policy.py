@@ -9,12 +9,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-#: Provenance headers added to every mirrored record (ARCHITECTURE.md, "Central topics").
-H_REGION = "mirror-source-region"
-H_TOPIC = "mirror-source-topic"
-H_PARTITION = "mirror-source-partition"
-H_OFFSET = "mirror-source-offset"
-H_MIRRORED_AT = "mirrored-at"
+from service_kit.contract import (MIRROR_SOURCE_OFFSET, MIRROR_SOURCE_PARTITION, MIRROR_SOURCE_REGION,
+                                  MIRROR_SOURCE_TOPIC, MIRRORED_AT)
+
+#: Provenance headers added to every mirrored record (ARCHITECTURE.md, "Central topics"): the
+#: names of :mod:`service_kit.contract` under the mirror's short names.
+H_REGION = MIRROR_SOURCE_REGION
+H_TOPIC = MIRROR_SOURCE_TOPIC
+H_PARTITION = MIRROR_SOURCE_PARTITION
+H_OFFSET = MIRROR_SOURCE_OFFSET
+H_MIRRORED_AT = MIRRORED_AT
 
 DEFAULT_EXCLUDE: tuple[str, ...] = (r"__.*", r".*[-.]internal")
 
