@@ -28,6 +28,7 @@ from central.records import KafkaRecord, Row, event_row
 from central.sample import produce, random_event
 from central.schema import EVENT_COLUMNS, Tables, create_schema
 from harness.kafka import KafkaCluster
+from harness.wait import wait_until_async
 
 
 def say(*args: Any) -> None:
@@ -84,9 +85,11 @@ async def bench_kafka(clickhouse: AsyncClickHouse, workdir: Path, count: int) ->
         stop = asyncio.Event()
         started = time.perf_counter()
         task = asyncio.create_task(loader.run(stop))
-        async with asyncio.timeout(300):
-            while (await queries.summary())["events"] < len(records):
-                await asyncio.sleep(0.2)
+
+        async def all_loaded() -> bool:
+            return (await queries.summary())["events"] >= len(records)
+
+        await wait_until_async(all_loaded, 300, interval=0.2, what=f"all {len(records)} records loaded")
         elapsed = time.perf_counter() - started
         stop.set()
         await task

@@ -32,7 +32,8 @@ from edge.config import EdgeConfig
 from edge.testing import edge_argv, edge_env, wait_status
 from harness.kafka import KafkaCluster, java_command
 from harness.ports import free_port
-from harness.process import spawn, terminate, wait_until
+from harness.process import spawn, terminate
+from harness.wait import wait_until
 
 EVENT = orjson.dumps({"event": "page_view", "os": "linux", "browser": "firefox", "user_id": "user-12345",
                       "url": "https://shop.example/p/42", "ts": 1700000000000})
@@ -202,7 +203,7 @@ def main() -> int:
             prof_secs = 6
             loader = subprocess.Popen(["wrk", "-t", "1", "-c", str(args.connections), "-d", f"{prof_secs + 2}s",
                                        "-s", str(single), base], stdout=subprocess.DEVNULL)
-            time.sleep(1)
+            time.sleep(1)  # not a wait: wrk's first second is ramp-up; the profile covers steady load
             try:
                 top = profile(workers[0], prof_secs, work / "profile.txt")
             except (subprocess.CalledProcessError, FileNotFoundError) as exc:

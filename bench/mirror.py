@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from harness.kafka import KafkaCluster, java_command, start_clusters
 from harness.ports import free_port
 from harness.process import spawn, terminate
+from harness.wait import wait_until_async
 
 PARTITIONS = 6
 LOG4J = """status = warn
@@ -143,17 +144,19 @@ async def measure_throughput(mirror: Mirror, records: int, size: int, timeout: f
         mirror.start()
         first_at: float | None = None
         first_count = 0
-        deadline = time.monotonic() + timeout
         done = 0
-        while time.monotonic() < deadline:
+
+        async def all_copied() -> bool:
+            nonlocal first_at, first_count, done
             done = await mirror.copied(consumer)
             now = time.monotonic()
             if first_at is None and done > 0:
                 first_at, first_count = now, done
-            if done >= records:
-                break
-            await asyncio.sleep(0.05)
-        else:
+            return done >= records
+
+        try:
+            await wait_until_async(all_copied, timeout, interval=0.05, what=f"{records} records copied")
+        except TimeoutError:
             return {"error": f"timed out with {done}/{records}"}
         elapsed = max(1e-3, time.monotonic() - (first_at or time.monotonic()))
         rate = (records - first_count) / elapsed

@@ -42,6 +42,7 @@ from geostack.audit import wait_for_central
 from harness import tcp_proxy
 from geostack.clients import LoadReport, run_clients
 from geostack.stack import LocalStack
+from harness.wait import wait_until
 from service_kit.logs import configure_logging
 
 COUNTRIES = ["DE", "FR", "RU", "US", "BR", "JP"]
@@ -213,11 +214,11 @@ def wait_for_rows(stack: LocalStack, rows: float, timeout: float) -> float:
     twice (a replayed batch, a client's retry after a lost answer) count too, so with any of
     those this is a little early; the exact audit (every id, once) follows, and on a table of
     millions of rows it takes seconds itself."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if loader_figures(stack)["event_rows"] >= rows:
-            return time.time()
-        time.sleep(0.2)
+    try:
+        wait_until(lambda: loader_figures(stack)["event_rows"] >= rows, timeout, interval=0.2,
+                   what=f"{rows:.0f} event rows inserted")
+    except TimeoutError:
+        pass  # as before: the time it gave up; the audit that follows reports what is missing
     return time.time()
 
 

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from edge.app import create_app
 from edge.config import EdgeConfig
+from harness.wait import wait_until, wait_until_async
 
 
 def edge_config(bootstrap: str, topic: str, **overrides: Any) -> EdgeConfig:
@@ -35,9 +36,8 @@ async def running_app(config: EdgeConfig, wait_up: bool = True,
     app = create_app(config)
     async with app.router.lifespan_context(app):
         if wait_up:
-            async with asyncio.timeout(timeout):
-                while not app.state.sink.up:
-                    await asyncio.sleep(0.05)
+            await wait_until_async(lambda: app.state.sink.up, timeout, interval=0.05,
+                                   what="the edge's Kafka sink to be up")
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
             yield app, client
@@ -90,7 +90,6 @@ def edge_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def wait_status(url: str, want: int, timeout: float, verify: Any = True) -> None:
     """Poll ``GET url`` until it answers ``want``."""
-    from harness.process import wait_until
 
     def check() -> bool:
         try:

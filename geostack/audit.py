@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from geostack.clients import LoadReport
+from harness.wait import wait_until
 
 
 @dataclass
@@ -46,17 +47,21 @@ def audit_once(central_url: str, report: LoadReport) -> AuditResult:
 def wait_for_central(central_url: str, report: LoadReport, timeout: float = 180.0) -> AuditResult:
     """Poll until every acknowledged event is in the table (or ``timeout``); the last audit."""
     started = time.monotonic()
-    while True:
+    last: AuditResult | None = None
+
+    def complete() -> bool:
+        nonlocal last
         try:
-            result = audit_once(central_url, report)
+            last = audit_once(central_url, report)
         except (httpx.HTTPError, KeyError, ValueError):
-            result = None
-        if result is not None and result.missing == 0:
-            result.seconds_to_complete = time.monotonic() - started
-            return result
-        if time.monotonic() - started > timeout:
-            if result is None:
-                raise TimeoutError("geo-central's audit never answered")
-            result.seconds_to_complete = time.monotonic() - started
-            return result
-        time.sleep(0.5)
+            last = None
+        return last is not None and last.missing == 0
+
+    try:
+        wait_until(complete, timeout, interval=0.5, what="every acknowledged event in geo-central")
+    except TimeoutError:
+        if last is None:
+            raise TimeoutError("geo-central's audit never answered") from None
+    assert last is not None  # the wait succeeded, or timed out after an audit that answered
+    last.seconds_to_complete = time.monotonic() - started
+    return last

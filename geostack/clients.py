@@ -99,7 +99,7 @@ async def run_clients(url: str, countries: list[str], *, events_per_country: int
                 next_at += interval
                 delay = next_at - time.monotonic()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(delay)  # not a wait: the load generator's pacing (``rate``)
                 else:
                     next_at = time.monotonic()
 
@@ -120,13 +120,13 @@ async def _deliver(http: aiohttp.ClientSession, url: str, events: list[dict[str,
                 pool = response.headers.get("x-geo-pool", "?")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             report.errors[f"connection:{type(exc).__name__}"] += 1
-            await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
+            await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))  # not a wait: a client's retry backoff
             continue
         report.latencies.append(time.perf_counter() - started)
         if status in RETRYABLE:
             report.errors[f"http:{status}"] += 1
             retry_after = float(retry_after_header or 0.2)
-            await asyncio.sleep(min(retry_after, 1.0) * (0.5 + random.random()))
+            await asyncio.sleep(min(retry_after, 1.0) * (0.5 + random.random()))  # honours Retry-After
             continue
         if status >= 400 and status != 207:
             report.errors[f"http:{status}"] += 1
@@ -145,5 +145,5 @@ async def _deliver(http: aiohttp.ClientSession, url: str, events: list[dict[str,
             return
         report.errors["event:failed"] += len(retry)
         pending = retry
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # not a wait: a client's pause before resending the failed events
     report.gave_up += len(pending)

@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 
 import httpx
 
-from harness.process import kill, spawn, terminate, wait_until
+from harness.process import kill, spawn, terminate
+from harness.wait import wait_until
 
 
 @dataclass

@@ -27,7 +27,8 @@ from typing import Any, Iterable, Sequence
 import httpx
 
 from harness.ports import free_port
-from harness.process import kill, spawn, terminate, wait_until
+from harness.process import kill, spawn, terminate
+from harness.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SH = REPO / "harness" / "consul_build" / "build.sh"

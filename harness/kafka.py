@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.ports import free_port, port_open
-from harness.process import kill, spawn, terminate, wait_until
+from harness.process import kill, spawn, terminate
+from harness.wait import wait_until, wait_until_async
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("pom.xml")
@@ -153,7 +154,8 @@ class KafkaCluster:
             wait_until(lambda: self._dead_or(port_open("127.0.0.1", self.port)), timeout,
                        what=f"kafka {self.bootstrap} to listen")
             self._check_alive()
-            asyncio.run(asyncio.wait_for(_produce_once(self.bootstrap), timeout))
+            # wait_for also bounds a single produce attempt that hangs past the deadline
+            asyncio.run(asyncio.wait_for(_produce_once(self.bootstrap, timeout), timeout))
         except Exception as exc:
             raise RuntimeError(f"kafka at {self.bootstrap} not ready: {exc}\n{self.log_tail()}") from exc
 
@@ -255,20 +257,23 @@ def start_clusters(count: int, workdir: Path, names: Sequence[str] | None = None
     return clusters
 
 
-async def _produce_once(bootstrap: str) -> None:
+async def _produce_once(bootstrap: str, timeout: float) -> None:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    while True:
+    async def acknowledged() -> bool:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
         try:
             await producer.start()
             await producer.send_and_wait(READY_TOPIC, b"ready")
-            return
+            return True
         except KafkaError:
-            await asyncio.sleep(0.2)
+            return False
         finally:
             await producer.stop()
+
+    await wait_until_async(acknowledged, timeout, interval=0.2,
+                           what=f"kafka {bootstrap} to acknowledge a produce")
 
 
 def _cluster_id() -> str:

@@ -7,9 +7,10 @@ import ctypes
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from harness.wait import wait_until  # noqa: F401 - re-exported: the shared helper lives in harness.wait
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -69,17 +70,6 @@ def kill(proc: subprocess.Popen[bytes]) -> int:
     proc.wait()
     _live.discard(proc)
     return proc.returncode
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition") -> None:
-    """Poll ``predicate`` until it is truthy; raise TimeoutError naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from harness.wait import wait_until_async
+
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
 
@@ -45,15 +47,20 @@ def admin_app(health: HealthCheck, registry: CollectorRegistry = REGISTRY) -> St
                              Route("/healthz", status)])
 
 
-async def serve_admin(host: str, port: int, health: HealthCheck,
-                      registry: CollectorRegistry = REGISTRY) -> tuple[EmbeddedServer, asyncio.Task[None]]:
-    """Serve the admin app in the running loop; returns the server (``should_exit``) and its task."""
+async def serve_admin(host: str, port: int, health: HealthCheck, registry: CollectorRegistry = REGISTRY,
+                      startup_timeout: float = 60.0) -> tuple[EmbeddedServer, asyncio.Task[None]]:
+    """Serve the admin app in the running loop; returns the server (``should_exit``) and its task
+    once it listens (raises what its start raised, or TimeoutError after ``startup_timeout``)."""
     config = uvicorn.Config(admin_app(health, registry), host=host, port=port, log_config=None,
                             access_log=False, lifespan="off")
     server = EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.01)
+    try:
+        await wait_until_async(lambda: server.started or task.done(), startup_timeout, interval=0.01,
+                               what=f"the admin listener on {host}:{port} to start")
+    except TimeoutError:
+        task.cancel()
+        raise
     if task.done():
         task.result()
     return server, task

@@ -22,6 +22,7 @@ from central.queries import Queries
 from central.records import KafkaRecord, Rejected, ch_time, event_row, event_time, quarantine_row
 from central.sample import Outgoing, event_headers, produce, random_event
 from central.schema import EVENT_COLUMNS, HEARTBEAT_COLUMNS, QUARANTINE_COLUMNS, Tables, create_schema
+from harness.wait import wait_until_async
 
 
 def test_event_time_rule() -> None:
@@ -114,12 +115,6 @@ async def store(tmp_path: Path) -> AsyncIterator[tuple[AsyncClickHouse, Tables]]
     clickhouse.close()
 
 
-async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.2)
-
-
 class Running:
     """A Loader task with its stop event."""
 
@@ -175,11 +170,11 @@ async def test_loads_committed_events_quarantines_bad_ones_and_finds_new_regions
                 return s["events"] >= n and sum(s["quarantined"].values()) >= q
             return check
 
-        await _wait_for(await loaded(1200, 7), 60, "first load")
+        await wait_until_async(await loaded(1200, 7), 60, interval=0.2, what="first load")
         # a region that appears after the loader started is picked up by the pattern
         late = [random_event(ap, f"{ap}.events", rng, index=i) for i in range(50)]
         await produce(kafka.bootstrap, late)
-        await _wait_for(await loaded(1250, 7), 60, "new region")
+        await wait_until_async(await loaded(1250, 7), 60, interval=0.2, what="new region")
         summary = await queries.summary()
         assert summary["events"] == 1250  # aborted transaction invisible (read_committed)
         assert summary["quarantined"] == {"invalid_json": 1, "not_an_object": 1, "missing_header": 2,
@@ -221,7 +216,7 @@ async def test_replayed_batches_are_invisible(kafka, store) -> None:
             async def done() -> bool:
                 return await raw_count() >= target
             try:
-                await _wait_for(done, 60, f"{group} load")
+                await wait_until_async(done, 60, interval=0.2, what=f"{group} load")
             except TimeoutError:
                 raise AssertionError(f"{group}: {await raw_count()} rows, state {running.loader.state}")
         finally:

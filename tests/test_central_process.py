@@ -22,7 +22,8 @@ from central.records import ch_time
 from central.sample import produce, random_event
 from central.schema import EVENT_COLUMNS, Tables, create_schema
 from harness.ports import free_port
-from harness.process import kill, spawn, terminate, wait_until
+from harness.process import kill, spawn, terminate
+from harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -84,7 +85,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(kafka, tmp_path: 
     for round_ in range(5):
         proc, base = _central(args, tmp_path / "central.log")
         wait_until(lambda: _summary(base) is not None, 60, what="geo-central up")
-        time.sleep(rng.uniform(0.2, 1.5))  # a random moment while it loads
+        time.sleep(rng.uniform(0.2, 1.5))  # not a wait: the kill lands at a random moment while it loads
         kill(proc)
     proc, base = _central(args, tmp_path / "central.log")
     try:

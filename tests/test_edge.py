@@ -13,6 +13,7 @@ import uuid_utils
 
 from edge.app import create_app
 from edge.testing import consume, running_app, edge_config
+from harness.wait import wait_until_async
 
 NDJSON = {"content-type": "application/x-ndjson"}
 
@@ -251,17 +252,14 @@ async def test_status_is_503_while_kafka_is_absent_at_start(unique_topic):
 async def test_a_broken_idempotent_producer_is_replaced(kafka, unique_topic):
     """After a broker restart aiokafka's idempotent producer can be left with
     OutOfOrderSequenceNumber for good; the edge must replace it and serve again by itself."""
-    import asyncio
-
     async with running_app(edge_config(kafka.bootstrap, unique_topic)) as (app, client):
         sink = app.state.sink
         first = sink.producer
         assert (await client.post("/post", json={"event": "before"})).status_code == 200
         sink.suspect("OutOfOrderSequenceNumber: [Error 45] OutOfOrderSequenceNumber")
         assert (await client.post("/post", json={"event": "during"})).status_code == 503
-        async with asyncio.timeout(30):
-            while not (sink.up and sink.producer is not None and sink.producer is not first):
-                await asyncio.sleep(0.05)
+        await wait_until_async(lambda: sink.up and sink.producer is not None and sink.producer is not first,
+                               30, interval=0.05, what="a new producer up in place of the broken one")
         assert (await client.post("/post", json={"event": "after"})).status_code == 200
     records = await consume(kafka.bootstrap, unique_topic, 2)
     assert sorted(r.value for r in records) == [b'{"event":"after"}', b'{"event":"before"}']

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +12,7 @@ from geostack.processes import ServiceProcess, python_entry
 from harness.consul import ConsulAgent
 from harness.kafka import KafkaCluster
 from harness.ports import free_port
-from harness.process import wait_until
+from harness.wait import wait_until
 
 
 @pytest.fixture
@@ -93,14 +92,17 @@ def test_sigterm_drains_before_deregistering(tmp_path, kafka, consul_agent) -> N
     wait_until(lambda: edge_health(consul_agent).get("eu-drain-1") == "passing", 30, what="passing")
     seen: list[str] = []
     edge._proc.terminate()  # type: ignore[union-attr]  # SIGTERM to the edge
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:  # records every state it passes through on the way
         state = edge_health(consul_agent).get("eu-drain-1", "gone")
         if not seen or seen[-1] != state:
             seen.append(state)
-        if state == "gone":
-            break
-        time.sleep(0.05)
+        return state == "gone"
+
+    try:
+        wait_until(gone, 30, interval=0.05, what="the draining edge to deregister")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; states seen: {seen}") from None
     assert edge._proc.wait(30) == 0  # type: ignore[union-attr]
     assert seen[0] == "passing" and seen[-1] == "gone", seen
     assert "critical" in seen, f"deregistered without draining first: {seen}"

@@ -15,6 +15,7 @@ from edge.config import EdgeConfig
 from edge.testing import edge_argv, edge_config, edge_env, running_app, wait_status
 from harness.ports import free_port
 from harness.process import spawn, terminate
+from harness.wait import wait_until, wait_until_async
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +31,17 @@ async def test_stopped_broker_gives_503_in_bounded_time_and_the_edge_recovers(ka
         assert r.status_code == 503 and r.headers["retry-after"]
         assert r.json()["error"]["reason"] in ("kafka_timeout", "kafka_unavailable")
         assert time.monotonic() - started < cfg.produce_timeout + 1.0
-        async with asyncio.timeout(15):  # the probe notices
-            while (await client.get("/status")).status_code != 503:
-                await asyncio.sleep(0.1)
+
+        async def status_is(code: int) -> bool:
+            return (await client.get("/status")).status_code == code
+
+        await wait_until_async(lambda: status_is(503), 15, interval=0.1,
+                               what="/status 503 (the probe notices)")
         r = await client.post("/v1/events", content=b'{"event":"a"}\n{"event":"b"}\n')
         assert r.status_code == 503
         await asyncio.to_thread(cluster.start)
-        async with asyncio.timeout(60):  # recovers by itself
-            while (await client.get("/status")).status_code != 200:
-                await asyncio.sleep(0.2)
+        await wait_until_async(lambda: status_is(200), 60, interval=0.2,
+                               what="/status 200 (recovers by itself)")
         r = await client.post("/post", content=b'{"event":"after"}')
         assert r.status_code == 200, r.text
 
@@ -58,7 +61,9 @@ def test_sigterm_drains_then_exits_zero(kafka, unique_topic, tmp_path):
         def slow_body():  # the request is in flight (headers and half the body sent) across SIGTERM
             yield first
             sigterm_sent.wait(10)
-            time.sleep(cfg.drain_delay + 0.5)  # the listener has closed by now
+            # not a wait: a slow client that deliberately stalls past the drain delay, so that the
+            # rest of the body arrives after the listener has closed
+            time.sleep(cfg.drain_delay + 0.5)
             yield b'{"event":"last"}\n'
 
         def post_batch(_: int) -> httpx.Response:
@@ -68,7 +73,8 @@ def test_sigterm_drains_then_exits_zero(kafka, unique_topic, tmp_path):
 
         with ThreadPoolExecutor(6) as pool:
             futures = [pool.submit(post_batch, i) for i in range(6)]
-            time.sleep(0.5)
+            wait_until(lambda: _in_flight(mport) == 6, 10, interval=0.05,
+                       what="all 6 requests in flight at the edge")
             proc.send_signal(signal.SIGTERM)  # to the supervisor, as an orchestrator would
             sigterm_sent.set()
             wait_status(base + "/status", 503, 5)  # still listening during the drain delay
@@ -80,3 +86,13 @@ def test_sigterm_drains_then_exits_zero(kafka, unique_topic, tmp_path):
         terminate(proc, 10)
     log = (tmp_path / "edge.log").read_text()
     assert "draining" in log
+
+
+def _in_flight(metrics_port: int) -> float:
+    """The edge's ``geo_edge_http_requests_in_flight`` (summed over its workers; -1 unreachable)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return -1.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("geo_edge_http_requests_in_flight"))
