@@ -26,6 +26,7 @@ from murmurhash2 import murmurhash2
 
 from edge import metrics
 from edge.errors import EVENT_TOO_LARGE, KAFKA_TIMEOUT, KAFKA_UNAVAILABLE, EdgeError
+from service_kit.aiokafka_internals import known_partitions
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class BatchingProducer:
         self._sweeper = asyncio.create_task(self._sweep(), name="produce-deadlines")
 
     def refresh_partitions(self) -> None:
-        parts = tuple(sorted(self.producer.client.cluster.partitions_for_topic(self.topic) or ()))
+        parts = tuple(sorted(known_partitions(self.producer, self.topic)))
         if parts != self._partitions:
             self._partitions = parts
             self._keys.clear()

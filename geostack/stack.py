@@ -56,6 +56,7 @@ class LocalStack:
     tokens: dict[str, str] = field(default_factory=dict, init=False)
     edges: list[EdgeNode] = field(default_factory=list, init=False)
     mirror: ServiceProcess | None = field(default=None, init=False)
+    extra_mirrors: list[ServiceProcess] = field(default_factory=list, init=False)
     central: ServiceProcess | None = field(default=None, init=False)
     router: ServiceProcess | None = field(default=None, init=False)
     prometheus: ServiceProcess | None = field(default=None, init=False)
@@ -86,7 +87,8 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop everything (SIGTERM, then SIGKILL), the front first."""
-        for proc in [self.prometheus, self.router, self.central, self.mirror, *[e.process for e in self.edges]]:
+        for proc in [self.prometheus, self.router, self.central, *self.extra_mirrors,
+                     self.mirror, *[e.process for e in self.edges]]:
             if proc is not None:
                 proc.stop(timeout=20)
         for agent in self.consul.values():
@@ -258,17 +260,30 @@ class LocalStack:
     def _start_mirror(self) -> None:
         central = self.regions.central
         self.mirror_admin_port = self._port(central.local.get("mirror_metrics_port", 0))
+        self.mirror = self._mirror_process("mirror", self.mirror_admin_port)
+        self.mirror.start().wait_healthy(90)
+
+    def add_mirror(self) -> tuple[ServiceProcess, int]:
+        """Start one more mirror worker (same source groups: the workers split the partitions);
+        returns it and its admin port. ``stop()`` stops it with the rest."""
+        port = free_port()
+        proc = self._mirror_process(f"mirror-{len(self.extra_mirrors) + 2}", port)
+        self.extra_mirrors.append(proc)
+        proc.start().wait_healthy(90)
+        return proc, port
+
+    def _mirror_process(self, name: str, admin_port: int) -> ServiceProcess:
         env = {
-            "GEO_MIRROR_CENTRAL": self.kafka[central.name].bootstrap,
+            "GEO_MIRROR_CENTRAL": self.kafka[self.regions.central.name].bootstrap,
             "GEO_MIRROR_ADMIN_HOST": "127.0.0.1",
-            "GEO_MIRROR_ADMIN_PORT": str(self.mirror_admin_port),
+            "GEO_MIRROR_ADMIN_PORT": str(admin_port),
+            "GEO_MIRROR_CLIENT_ID": f"geo-{name}",
             "GEO_MIRROR_CONSUL_URL": self.primary.url,
             "GEO_MIRROR_CONSUL_DATACENTERS": ",".join(r.consul_datacenter for r in self.regions.edge_regions),
             **({"GEO_MIRROR_CONSUL_TOKEN": self.tokens["mirror"]} if self.acl else {}),
         }
-        self.mirror = ServiceProcess("mirror", python_entry("mirror.cli"), self.workdir / "logs", env=env,
-                                     health_url=f"http://127.0.0.1:{self.mirror_admin_port}/status")
-        self.mirror.start().wait_healthy(90)
+        return ServiceProcess(name, python_entry("mirror.cli"), self.workdir / "logs", env=env,
+                              health_url=f"http://127.0.0.1:{admin_port}/status")
 
     def _start_central(self) -> None:
         central = self.regions.central

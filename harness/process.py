@@ -72,6 +72,23 @@ def kill(proc: subprocess.Popen[bytes]) -> int:
     return proc.returncode
 
 
+def hang(pid: int | None) -> None:
+    """SIGSTOP the process group led by ``pid``: the process hangs (a GC pause, a frozen VM)
+    and wakes up with ``resume`` believing nothing happened."""
+    _signal_pid_group(pid, signal.SIGSTOP)
+
+
+def resume(pid: int | None) -> None:
+    """SIGCONT the process group that ``hang`` stopped."""
+    _signal_pid_group(pid, signal.SIGCONT)
+
+
+def _signal_pid_group(pid: int | None, sig: signal.Signals) -> None:
+    if pid is None:
+        raise RuntimeError("no process to signal")
+    os.killpg(pid, sig)
+
+
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     try:
         os.killpg(proc.pid, sig)

@@ -13,6 +13,7 @@ from mirror.config import MirrorConfig
 from mirror.metrics import MirrorMetrics
 from mirror.positions import Positions
 from mirror.topics import CentralTopics
+from service_kit.aiokafka_internals import wait_for_producer_id
 from service_kit.bounded import settle
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class Central:
         await asyncio.wait_for(self.admin.start(), self.config.operation_timeout_s)
         await self.positions.start()
         self._started = True
-        self.metrics.central_up.set(1)
+        self.metrics.set_central_up(True)
 
     async def stop(self) -> None:
         if not self._started:
@@ -71,7 +72,7 @@ class Central:
                 if transactional_id is not None:
                     # aiokafka initialises the producer id lazily; wait for InitProducerId now so
                     # that fencing has happened before positions are read.
-                    await producer._txn_manager.wait_for_pid()  # noqa: SLF001
+                    await wait_for_producer_id(producer)
         except BaseException:
             await _stop_quietly(producer, cfg.operation_timeout_s)
             raise

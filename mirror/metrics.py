@@ -31,6 +31,7 @@ class MirrorMetrics:
                                ["region"], registry=r)
         self.central_up = Gauge("geo_mirror_central_up", "1 when the central Kafka answers",
                                 registry=r)
+        self.central_is_up = False
         self.partitions = Gauge("geo_mirror_assigned_partitions",
                                 "Source partitions this worker copies", ["region"], registry=r)
         self.out_of_range = Counter("geo_mirror_offset_out_of_range",
@@ -45,4 +46,12 @@ class MirrorMetrics:
         self.heartbeat_ts = Gauge("geo_mirror_last_heartbeat_timestamp_seconds",
                                   "Source timestamp of the region's last mirrored heartbeat",
                                   ["region"], registry=r)
+        self.refetched = Counter("geo_mirror_refetched_records",
+                                 "Records fetched again within one round after a seek (not copied twice)",
+                                 ["region"], registry=r)
         self.topics = Gauge("geo_mirror_topics", "Source topics mirrored", ["region"], registry=r)
+
+    def set_central_up(self, up: bool) -> None:
+        """Record whether the central cluster answers (the gauge, and the worker's health)."""
+        self.central_is_up = up
+        self.central_up.set(1 if up else 0)

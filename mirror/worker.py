@@ -36,7 +36,7 @@ class MirrorWorker:
                 await self.central.start()
                 self._started = True
             except Exception as exc:  # noqa: BLE001 - central down at start: wait for it
-                self.metrics.central_up.set(0)
+                self.metrics.set_central_up(False)
                 self.metrics.errors.labels("central", "central_unreachable").inc()
                 log.warning("central cluster not answering", extra={"error": repr(exc)})
                 await self.central.stop()
@@ -44,6 +44,10 @@ class MirrorWorker:
                 if stop is not None and stop.is_set():
                     raise
                 await asyncio.sleep(backoff.next())
+
+    def flow(self, region: str) -> RegionFlow:
+        """The copy loop of ``region`` (KeyError when the region is not mirrored)."""
+        return self._flows[region][0]
 
     def regions(self) -> dict[str, str]:
         """The regions being mirrored: name -> bootstrap."""
@@ -97,7 +101,7 @@ class MirrorWorker:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy when the central cluster answers; details per region."""
-        central_up = bool(self.metrics.central_up._value.get())  # noqa: SLF001
+        central_up = self.metrics.central_is_up
         regions = {name: flow.status() for name, (flow, _) in self._flows.items()}
         return self._started and central_up, {
             "central": {"bootstrap": self.config.central_bootstrap, "up": central_up},

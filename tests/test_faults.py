@@ -23,7 +23,8 @@ from geostack.audit import wait_for_central
 from geostack.clients import LoadReport, run_clients
 from geostack.stack import LocalStack
 from geostack.stream_audit import audit_stream
-from harness.process import wait_until
+from harness.process import hang, resume, wait_until
+from test_mirror_helpers import metric_value
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -104,6 +105,23 @@ def wait_healthy(stack: LocalStack) -> None:
     for proc in (stack.mirror, stack.central):
         assert proc is not None
         proc.wait_healthy(120)
+
+
+def hung(name: str, *pids: Callable[[], int | None], hold: float = OUTAGE) -> Fault:
+    """SIGSTOP the processes for ``hold`` seconds, then SIGCONT: they wake up believing nothing
+    happened (a GC pause, a frozen VM, a stalled disk)."""
+    stopped: list[int | None] = []
+
+    def inject() -> None:
+        stopped[:] = [pid() for pid in pids]
+        for pid in stopped:
+            hang(pid)
+
+    def undo() -> None:
+        for pid in stopped:
+            resume(pid)
+
+    return Fault(f"{name} SIGSTOP {hold:.0f}s", inject=inject, undo=undo, hold=hold)
 
 
 def restart(proc) -> Callable[[], None]:  # type: ignore[no-untyped-def]
@@ -195,3 +213,72 @@ def test_consul_stopped(stack: LocalStack) -> None:
 def test_region_cut_off_from_the_centre(stack: LocalStack) -> None:
     link = stack.wan["eu"]
     run_fault(stack, Fault("region eu cut off 20s", inject=link.cut, undo=link.restore))
+
+
+def test_regional_kafka_hung(stack: LocalStack) -> None:
+    cluster = stack.kafka["eu"]
+    run_fault(stack, hung("regional kafka eu", lambda: cluster.pid))
+
+
+def test_central_kafka_hung(stack: LocalStack) -> None:
+    cluster = stack.kafka[stack.regions.central.name]
+    run_fault(stack, hung("central kafka", lambda: cluster.pid))
+
+
+def test_mirror_hung(stack: LocalStack) -> None:
+    mirror = stack.mirror
+    assert mirror is not None
+    run_fault(stack, hung("mirror", lambda: mirror.pid))
+
+
+def test_edge_hung(stack: LocalStack) -> None:
+    edge = stack.edges_of("eu")[0].process
+    run_fault(stack, hung("edge eu-1", lambda: edge.pid))
+
+
+def test_loader_hung(stack: LocalStack) -> None:
+    central = stack.central
+    assert central is not None
+    run_fault(stack, hung("loader", lambda: central.pid))
+
+
+def test_consul_agents_hung(stack: LocalStack) -> None:
+    run_fault(stack, hung("consul agents", *[lambda a=agent: a.pid for agent in stack.consul.values()]))
+
+
+def test_two_mirrors_one_hung_the_other_takes_over_then_the_zombie_wakes(stack: LocalStack) -> None:
+    """The classic zombie: worker 1 hangs, worker 2 takes all its partitions (the source groups
+    drop worker 1 after the session timeout), then worker 1 wakes up still believing it owns
+    them and tries to finish its rounds. Nothing may appear twice in the central stream."""
+    first = stack.mirror
+    assert first is not None
+    ports = [stack.mirror_admin_port]
+
+    def assigned(port: int) -> float:
+        return metric_value(port, "geo_mirror_assigned_partitions")
+
+    total = assigned(ports[0])
+    assert total > 0
+    second, port = stack.add_mirror()
+    ports.append(port)
+    try:
+        wait_until(lambda: all(assigned(p) > 0 for p in ports) and sum(map(assigned, ports)) == total,
+                   60, interval=0.3, what=f"two workers sharing the {total:.0f} partitions")
+        fault = hung("mirror worker 1 of 2", lambda: first.pid)
+        wake = fault.undo
+        assert wake is not None
+
+        def take_over_then_wake() -> None:
+            wait_until(lambda: assigned(ports[1]) == total, 30, interval=0.3,
+                       what="worker 2 holding every partition while worker 1 hangs")
+            wake()
+
+        fault.name = "mirror worker 1 of 2 SIGSTOP 20s (worker 2 takes over, zombie wakes)"
+        fault.undo = take_over_then_wake
+        run_fault(stack, fault)
+    finally:
+        resume(first.pid)
+        second.stop(timeout=30)
+        stack.extra_mirrors.remove(second)
+    wait_until(lambda: assigned(ports[0]) == total, 60, interval=0.3,
+               what="worker 1 holding every partition again")

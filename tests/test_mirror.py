@@ -12,16 +12,23 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from contextlib import asynccontextmanager
 from typing import AsyncIterator, Iterator
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from aiokafka.structs import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from harness.kafka import KafkaCluster, start_clusters
+from harness.wait import wait_until_async
+from mirror.assignments import Assignments
+from mirror.central import Central
+from mirror.committer import ExactlyOnceCommitter, PartitionBatch
 from mirror.config import MirrorConfig
-from mirror.flow import PartitionState
+from mirror.convert import convert
 from mirror.metrics import MirrorMetrics
 from mirror.policy import ReplicationPolicy, TopicFilter, is_mirrored_record
 from mirror.regions import parse_region_flags
@@ -61,6 +68,11 @@ def test_bad_configuration_is_refused() -> None:
         parse_region_flags(["eu=a:1", "eu=b:2"])
     assert parse_region_flags(["eu=127.0.0.1:1", "us=127.0.0.1:2"]) == {
         "eu": "127.0.0.1:1", "us": "127.0.0.1:2"}
+
+
+def sample(worker: MirrorWorker, name: str, **labels: str) -> float:
+    """A sample of the worker's metrics, read through prometheus_client's public registry API."""
+    return worker.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 # ---------------------------------------------------------------- real Kafka
@@ -134,7 +146,7 @@ async def test_exactly_once_with_fidelity_and_provenance(clusters, make_worker) 
     assert beats and b'"region":"eu"' in beats[0].value
     ok, details = worker.health()
     assert ok and details["regions"]["eu"]["up"] and details["regions"]["us"]["up"]
-    assert worker.metrics.transactions.labels("eu", "committed")._value.get() > 0
+    assert sample(worker, "geo_mirror_transactions_total", region="eu", outcome="committed") > 0
 
 
 async def test_new_topic_partition_and_settings_follow(clusters, make_worker) -> None:
@@ -188,83 +200,121 @@ async def test_topic_auto_created_while_partitions_are_being_assigned(clusters, 
     assigns the partitions of the topic the mirror already runs with, is assigned and copied, and
     the source consumer's group coordination survives (aiokafka 0.14 used to lose it silently).
 
-    The test holds the flow's lock (as an in-flight central transaction would) from the moment
-    the consumer prepared its first join (its initial revocation needs the lock too), so that the
-    first ``on_partitions_assigned`` is still running when the new topic is subscribed.
+    The test holds a copy round open (as an in-flight central transaction would) until the first
+    assignment waits for it, so that ``on_partitions_assigned`` is still running when the new
+    topic is subscribed.
     """
     tag = uuid.uuid4().hex[:6]
     eu = clusters["eu"].bootstrap
     first, auto = f"auto-{tag}-a", f"auto-{tag}-b"
     await create_topic(eu, first, 1)
     worker = await make_worker([f"auto-{tag}-.*"])
-    flow = worker._flows["eu"][0]  # noqa: SLF001
-    async with asyncio.timeout(30):
-        while not getattr(getattr(flow._consumer, "_coordinator", None),  # noqa: SLF001
-                          "_performed_join_prepare", False):
-            await asyncio.sleep(0)  # the join itself needs broker round trips: cannot be missed
-    async with flow._lock:  # noqa: SLF001 - the first assignment waits here
-        async with asyncio.timeout(30):
-            while flow._consumer is None or TopicPartition(first, 0) not in flow._consumer.assignment():  # noqa: SLF001
-                await asyncio.sleep(0.05)
-        consumer = flow._consumer  # noqa: SLF001
+    flow = worker.flow("eu")
+    await wait_until_async(lambda: flow.assignments is not None, 30, interval=0, what="the flow's first run")
+    assignments = flow.assignments
+    assert assignments is not None
+    async with assignments.round():  # the first assignment waits here
+        await wait_until_async(lambda: TopicPartition(first, 0) in assignments.pending, 30,
+                               interval=0.05, what="the first assignment waiting for the round")
         await produce(eu, auto, "eu", range(60))  # auto-creates the topic (3 partitions)
-        async with asyncio.timeout(30):
-            while auto not in flow.status()["topics"]:
-                await asyncio.sleep(0.05)
+        await wait_until_async(lambda: auto in flow.status()["topics"], 30, interval=0.05,
+                               what="the auto-created topic subscribed")
     records = await read_all(clusters["central"].bootstrap, f"eu.{auto}", 60, timeout=30)
     assert sorted(ids_of(records)) == sorted(f"eu-{i}" for i in range(60))
     assert {f"{auto}-{p}" for p in range(3)} <= set(flow.status()["partitions"])
-    assert flow._consumer is consumer, "the flow was rebuilt: group coordination had died"  # noqa: SLF001
-    assert worker.metrics.errors.labels("eu", "GroupCoordinationLost")._value.get() == 0
+    assert flow.assignments is assignments, "the flow was rebuilt: group coordination had died"
+    assert sample(worker, "geo_mirror_errors_total", region="eu", kind="GroupCoordinationLost") == 0
 
-
-async def test_an_assignment_replaces_every_earlier_partition_state(clusters, make_worker) -> None:
+async def test_an_assignment_replaces_every_earlier_partition_state(clusters) -> None:
     """An assignment is the whole assignment. aiokafka 0.14 does not always revoke first (when
     the subscription changes while ``on_partitions_assigned`` runs, the next revocation names the
-    assignment before that one): a partition left over from such an interrupted assignment must
-    not stay in the flow, its lag gauge, its status or the assigned-partitions gauge as if owned.
-    The left-over state is put in place here as aiokafka leaves it; then the consumer's real
-    assignment is handed to the listener again and copying goes on exactly once."""
+    assignment before that one): a partition of an interrupted assignment must not stay in the
+    states, the lag gauge or the assigned-partitions gauge as if still owned."""
     topic = f"reassign-{uuid.uuid4().hex[:6]}"
-    eu, central = clusters["eu"].bootstrap, clusters["central"].bootstrap
-    await create_topic(eu, topic, 2)
-    await produce(eu, topic, "eu", range(30))
-    worker = await make_worker([topic])
-    assert len(await read_all(central, f"eu.{topic}", 30, timeout=30, settle=0)) == 30
-    flow = worker._flows["eu"][0]  # noqa: SLF001
-    ghost = TopicPartition(f"{topic}-gone", 0)
-    flow._parts[ghost] = PartitionState(ghost, TopicPartition(f"eu.{topic}-gone", 0))  # noqa: SLF001
-    flow.metrics.records_behind.labels("eu", ghost.topic, "0").set(5)
-    await flow.on_assigned(sorted(flow._consumer.assignment()))  # noqa: SLF001
-    assigned = {f"{tp.topic}-{tp.partition}" for tp in flow._consumer.assignment()}  # noqa: SLF001
-    assert set(flow.status()["partitions"]) == assigned == {f"{topic}-0", f"{topic}-1"}
-    assert worker.metrics.partitions.labels("eu")._value.get() == 2
-    assert ("eu", ghost.topic, "0") not in {
-        tuple(s.labels.values()) for m in worker.metrics.records_behind.collect() for s in m.samples}
-    await produce(eu, topic, "eu", range(30, 60))
-    records = await read_all(central, f"eu.{topic}", 60, timeout=30)
-    assert sorted(ids_of(records)) == sorted(f"eu-{i}" for i in range(60))   # no loss, no duplicate
-
-
-async def test_dead_group_coordination_rebuilds_the_flow(clusters, make_worker) -> None:
-    """If the source consumer's group coordination task ever ends, the flow notices and rebuilds
-    itself instead of keeping a frozen assignment (or mistaking it for its own cancellation)."""
-    topic = f"coord-{uuid.uuid4().hex[:6]}"
     eu = clusters["eu"].bootstrap
-    central = clusters["central"].bootstrap
-    await create_topic(eu, topic, 2)
-    await produce(eu, topic, "eu", range(20))
-    worker = await make_worker([topic])
-    assert len(await read_all(central, f"eu.{topic}", 20, timeout=30, settle=0)) >= 20
-    flow = worker._flows["eu"][0]  # noqa: SLF001
-    consumer = flow._consumer  # noqa: SLF001
-    consumer._coordinator._coordination_task.cancel()  # noqa: SLF001 - the fault
-    await produce(eu, topic, "eu", range(20, 50))
-    records = await read_all(central, f"eu.{topic}", 50, timeout=30)
-    assert sorted(ids_of(records)) == sorted(f"eu-{i}" for i in range(50))   # no loss, no duplicate
-    assert worker.metrics.errors.labels("eu", "GroupCoordinationLost")._value.get() >= 1
-    assert flow._consumer is not consumer  # noqa: SLF001
+    await create_topic(eu, topic, 3)
+    async with assignments_of(clusters, "eu") as (assignments, metrics, consumer):
+        p0, p1, p2 = (TopicPartition(topic, p) for p in range(3))
+        consumer.assign([p0, p1, p2])
+        await assignments.on_assigned([p0, p2])            # interrupted: no revocation follows
+        metrics.records_behind.labels("eu", topic, "2").set(5)
+        await assignments.on_assigned([p0, p1])
+        assert assignments.partitions() == [p0, p1]
+        assert all(assignments.ready(tp) is not None for tp in (p0, p1))
+        assert assignments.ready(p2) is None
+        assert metrics.registry.get_sample_value("geo_mirror_assigned_partitions", {"region": "eu"}) == 2
+        assert metrics.registry.get_sample_value(
+            "geo_mirror_records_behind", {"region": "eu", "topic": topic, "partition": "2"}) is None
 
+
+async def test_every_assignment_fences_before_it_reads_the_position(clusters) -> None:
+    """The position of a partition is read only after a new producer of its transactional id has
+    fenced the previous one. Then a zombie (the previous owner, another worker or this one
+    before the rebalance) cannot commit any more, and the position read right after a commit
+    is that commit's, not the one before it (``commit_transaction`` returns before the
+    transaction's offset commit is visible to an OffsetFetch)."""
+    topic = f"fence-{uuid.uuid4().hex[:6]}"
+    eu = clusters["eu"].bootstrap
+    await create_topic(eu, topic, 1)
+    tp = TopicPartition(topic, 0)
+    tag = uuid.uuid4().hex[:8]
+    async with assignments_of(clusters, "eu", tag) as (first, _, consumer_1), \
+            assignments_of(clusters, "eu", tag) as (second, _, consumer_2):
+        committer = ExactlyOnceCommitter(first.central, 15)
+        consumer_1.assign([tp])
+        consumer_2.assign([tp])
+        await first.on_assigned([tp])
+        for n in range(1, 21):          # commit, re-assign at once, read: 20 times
+            state = first.ready(tp)
+            assert state is not None
+            batch = convert_batch(state, n)
+            assert await committer.commit([batch]) == [None]
+            first.committed(state, batch.next_offset)
+            await first.on_assigned([tp])
+            again = first.ready(tp)
+            assert again is not None and again is not state
+            assert again.next_offset == n, f"round {n}: read {again.next_offset}, committed {n}"
+        zombie = first.ready(tp)
+        assert zombie is not None
+        await second.on_assigned([tp])                   # another worker takes the partition over
+        taken = second.ready(tp)
+        assert taken is not None and taken.next_offset == 20
+        (error,) = await committer.commit([convert_batch(zombie, 21)])
+        assert isinstance(error, (ProducerFenced, InvalidProducerEpoch)), repr(error)
+        assert await committer.commit([convert_batch(taken, 21)]) == [None]
+    records = await read_all(clusters["central"].bootstrap, f"eu.{topic}", 21, timeout=30)
+    assert sorted(ids_of(records)) == sorted(f"eu-{i}" for i in range(1, 22))   # the zombie's is not there
+
+
+def convert_batch(state, n: int) -> PartitionBatch:  # type: ignore[no-untyped-def]
+    """Round ``n`` of the fencing test: source record ``n - 1`` as ``eu-{n}``."""
+    record = ConsumerRecord(state.source.topic, state.source.partition, n - 1, int(time.time() * 1000),
+                            0, None, f'{{"id":"eu-{n}"}}'.encode(), None, 0, 0,
+                            [("event-id", f"eu-{n}".encode())])
+    converted = convert([record], "eu", state.source, record.timestamp)
+    return PartitionBatch(state.source, state.target, converted.records, n, state.producer)
+
+
+@asynccontextmanager
+async def assignments_of(clusters, region: str, tag: str | None = None):  # type: ignore[no-untyped-def]
+    """An :class:`Assignments` of its own (and its central side and source consumer), driven by
+    the test instead of a consumer group."""
+    tag = tag or uuid.uuid4().hex[:8]
+    config = MirrorConfig(central_bootstrap=clusters["central"].bootstrap,
+                          positions_group=f"positions-{tag}", transactional_id_prefix=f"tx-{tag}")
+    metrics = MirrorMetrics()
+    central = Central(config, metrics)
+    await central.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=clusters[region].bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="none")
+    await consumer.start()
+    assignments = Assignments(region, config, central, metrics, consumer)
+    try:
+        yield assignments, metrics, consumer
+    finally:
+        await assignments.close()
+        await consumer.stop()
+        await central.stop()
 
 async def test_a_batch_the_centre_refuses_is_never_committed_past(clusters, make_worker) -> None:
     """A batch the central cluster refuses for good must not let its transaction commit: aiokafka
@@ -287,10 +337,8 @@ async def test_a_batch_the_centre_refuses_is_never_committed_past(clusters, make
         old = int(time.time() * 1000) - 2 * 86_400_000
         await produce(eu, topic, "eu", [20], timestamp_ms=old)   # refused centrally
         await produce(eu, topic, "eu", range(21, 41))
-        aborted = worker.metrics.transactions.labels("eu", "aborted")
-        async with asyncio.timeout(30):
-            while aborted._value.get() < 3:
-                await asyncio.sleep(0.1)
+        await wait_until_async(lambda: sample(worker, "geo_mirror_transactions_total", region="eu",
+                                              outcome="aborted") >= 3, 30, what="3 aborted transactions")
         assert sorted(ids_of(await read_all(central, target, 21, timeout=3))) == \
             sorted(f"eu-{i}" for i in range(20))
         assert await committed_position(central, worker.config.positions_group,
@@ -325,7 +373,7 @@ async def test_cycles_are_refused(clusters, make_worker) -> None:
     finally:
         await admin.close()
     assert f"eu.{looped}" not in names and f"eu.us.cyc-{tag}" not in names  # stopped by name
-    assert worker.metrics.cycle_skipped.labels("eu", plain)._value.get() == 5
+    assert sample(worker, "geo_mirror_cycle_skipped_records_total", region="eu", topic=plain) == 5
 
 
 async def test_identity_naming_is_safe(clusters, make_worker) -> None:

@@ -1,0 +1,262 @@
+"""Who owns which source partition, and the only owner of partition state.
+
+The source consumer group hands out partitions; this class receives the rebalance callbacks and
+keeps, per assigned partition, its :class:`PartitionState`: the target partition, the fenced
+transactional producer (exactly once), the next source offset to copy and whether it is ready.
+Copy rounds run inside :meth:`Assignments.round`, which holds the lock that the callbacks and the
+repairs take too: a rebalance waits for the round's transactions, and a round never sees a state
+half-way through an assignment.
+
+Fencing (exactly once). A partition's producer lives for exactly one assignment of it: every
+assignment and every repair starts a *new* producer with the partition's deterministic
+transactional id and waits for its InitProducerId before reading the partition's central
+position. That one request is what makes the position safe to read:
+
+- it bumps the id's epoch, so a zombie (another worker, or this one before a rebalance) can no
+  longer write or commit with the old producer;
+- it aborts the open transaction of the previous producer, if any;
+- it waits (CONCURRENT_TRANSACTIONS, retried) while a transaction of the previous producer is
+  still committing. ``commit_transaction`` returns when the coordinator has *prepared* the commit;
+  the markers, and with them the transaction's offset commit in the positions group, are written
+  afterwards. An OffsetFetch in that window returns the position before the transaction (aiokafka
+  cannot ask for ``require_stable``), and copying from there duplicates the transaction's
+  records. After InitProducerId the commit is complete and the position is the true one.
+
+An earlier version kept a partition's producer across rebalances to save the restart; after a
+rebalance it read the position without fencing and hit exactly that window (``docs/mirror.md``,
+"Hung processes").
+
+A transaction fenced by another producer means somebody else took the partition over: this
+worker is the zombie. Its repair waits a session timeout before fencing back, so that the group
+has told it (by a revocation) that the partition is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+
+from mirror.backoff import Backoff
+from mirror.central import Central, stop_producer
+from mirror.config import MirrorConfig
+from mirror.metrics import MirrorMetrics
+
+log = logging.getLogger(__name__)
+FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+
+@dataclass(eq=False)
+class PartitionState:
+    """What the flow knows about one assigned source partition (one assignment of it)."""
+
+    source: TopicPartition
+    target: TopicPartition
+    producer: AIOKafkaProducer | None = None
+    #: the next source offset to copy (the central position), None while never committed
+    next_offset: int | None = None
+    ready: bool = False
+    repair: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Assignments:
+    """The rebalance listener's target, the partition states and their repairs."""
+
+    def __init__(self, region: str, config: MirrorConfig, central: Central, metrics: MirrorMetrics,
+                 consumer: AIOKafkaConsumer) -> None:
+        self.region = region
+        self.cfg = config
+        self.central = central
+        self.metrics = metrics
+        self.consumer = consumer
+        self._parts: dict[TopicPartition, PartitionState] = {}
+        self._lock = asyncio.Lock()
+        #: partitions of an assignment that waits for the lock (a round is in flight)
+        self.pending: frozenset[TopicPartition] = frozenset()
+
+    # ----------------------------------------------------------------- reading
+    def owns(self, tp: TopicPartition) -> bool:
+        return tp in self._parts
+
+    def partitions(self) -> list[TopicPartition]:
+        return sorted(self._parts)
+
+    def states(self) -> list[PartitionState]:
+        return list(self._parts.values())
+
+    def ready(self, tp: TopicPartition) -> PartitionState | None:
+        """The partition's state when it can be copied now (initialised, not under repair)."""
+        state = self._parts.get(tp)
+        if state is None or not state.ready or (self.cfg.exactly_once and state.producer is None):
+            return None
+        return state
+
+    @asynccontextmanager
+    async def round(self) -> AsyncIterator["Assignments"]:
+        """Hold the partition states still for one copy round."""
+        async with self._lock:
+            yield self
+
+    # ----------------------------------------------------------------- rebalance callbacks
+    async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """``assigned`` is the whole new assignment: every earlier partition state goes (aiokafka
+        0.14 does not always revoke first: when the subscription changes while this callback
+        runs, the next revocation names the assignment *before* this one, so partitions handed
+        out here would otherwise stay as if still owned)."""
+        self.pending = frozenset(assigned)
+        async with self._lock:
+            self.pending = frozenset()
+            await self._forget(list(self._parts))
+            await self._grow_targets(assigned)
+            states = [PartitionState(tp, TopicPartition(
+                self.cfg.policy.target_topic(self.region, tp.topic), tp.partition))
+                for tp in set(assigned)]
+            for state in states:
+                self._parts[state.source] = state
+            results = await asyncio.gather(*(self._initialise(s) for s in states),
+                                           return_exceptions=True)
+            for state, result in zip(states, results):
+                if isinstance(result, BaseException):
+                    self._error("partition_init")
+                    log.warning("partition init failed", extra={
+                        "region": self.region, "tp": str(state.source), "error": repr(result)})
+                    self._start_repair(state, result)
+            self.metrics.partitions.labels(self.region).set(len(self._parts))
+            log.info("partitions assigned", extra={"region": self.region, "partitions": len(states)})
+
+    async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        if not any(tp in self._parts for tp in revoked):
+            return  # nothing of ours: no round to wait for (the first join revokes nothing)
+        async with self._lock:  # waits for the round in flight
+            await self._forget(revoked)
+            self.metrics.partitions.labels(self.region).set(len(self._parts))
+
+    # ----------------------------------------------------------------- outcomes of a round
+    def committed(self, state: PartitionState, next_offset: int) -> None:
+        """The round's records up to ``next_offset`` are committed centrally."""
+        if self._parts.get(state.source) is state:
+            state.next_offset = next_offset
+
+    def failed(self, state: PartitionState, error: BaseException) -> None:
+        """The round's transaction (or batch) for ``state`` failed: the partition stops until a
+        repair has fenced, re-read its position and sought there."""
+        if self._parts.get(state.source) is state:
+            self._start_repair(state, error)
+
+    async def reseek(self, tps: Iterable[object]) -> None:
+        """Seek ready partitions to what is known of them again (a fetch lost its position)."""
+        for tp in tps:
+            state = self._parts.get(tp) if isinstance(tp, TopicPartition) else None
+            if state is None or not state.ready:
+                continue  # its initialisation (or repair) will seek
+            if state.next_offset is None:
+                await self.consumer.seek_to_beginning(state.source)
+            else:
+                self.consumer.seek(state.source, state.next_offset)
+
+    async def close(self) -> None:
+        """Drop every state, cancel the repairs, stop the producers."""
+        async with self._lock:
+            await self._forget(list(self._parts))
+        self.metrics.partitions.labels(self.region).set(0)
+
+    # ----------------------------------------------------------------- internals
+    async def _forget(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop the partitions' states, repairs, lag series and producers."""
+        producers = []
+        for tp in tps:
+            state = self._parts.pop(tp, None)
+            if state is None:
+                continue
+            state.ready = False
+            if state.repair is not None:
+                state.repair.cancel()
+            if state.producer is not None:
+                producers.append(state.producer)
+                state.producer = None
+            try:
+                self.metrics.records_behind.remove(self.region, tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+        # No transaction is open (rounds finish under the lock): a stop is quick unless the central
+        # cluster hangs, and the new owner fences whatever is left anyway.
+        timeout = min(5.0, self.cfg.operation_timeout_s)
+        await asyncio.gather(*(stop_producer(p, timeout) for p in producers))
+
+    async def _grow_targets(self, assigned: Iterable[TopicPartition]) -> None:
+        needed: dict[str, int] = {}
+        for tp in assigned:
+            target = self.cfg.policy.target_topic(self.region, tp.topic)
+            needed[target] = max(needed.get(target, 0), tp.partition + 1)
+        for target, count in needed.items():
+            if self.central.topics.partitions(target) < count:
+                try:
+                    await self.central.topics.ensure(target, count)
+                except Exception as exc:  # noqa: BLE001 - the partition's repair retries
+                    log.warning("cannot grow target topic", extra={"topic": target, "error": repr(exc)})
+
+    async def _initialise(self, state: PartitionState) -> None:
+        """Fence (exactly once: a new producer, InitProducerId answered), then read the central
+        position, seek to it and resume. The order is the guarantee (see the module docstring)."""
+        state.ready = False
+        if self.cfg.exactly_once:
+            if state.producer is not None:
+                old, state.producer = state.producer, None
+                await stop_producer(old, 2.0)
+            state.producer = await self.central.start_producer(self._transactional_id(state.source))
+        position = await self.central.positions.read(state.target)
+        if self._parts.get(state.source) is not state or state.source not in self.consumer.assignment():
+            return
+        if position is None:
+            await self.consumer.seek_to_beginning(state.source)
+        else:
+            self.consumer.seek(state.source, position)
+        state.next_offset = position
+        state.ready = True
+        self.consumer.resume(state.source)
+
+    def _start_repair(self, state: PartitionState, error: BaseException) -> None:
+        state.ready = False
+        if state.source in self.consumer.assignment():
+            self.consumer.pause(state.source)
+        if state.repair is None or state.repair.done():
+            first = self.cfg.session_timeout_ms / 1000 if isinstance(error, FENCED) else 0.0
+            if first:
+                log.warning("partition taken over by another producer: waiting for the group",
+                            extra={"region": self.region, "tp": str(state.source),
+                                   "wait_s": first})
+            state.repair = asyncio.create_task(self._repair(state, first),
+                                               name=f"repair-{self.region}-{state.source}")
+
+    async def _repair(self, state: PartitionState, first_delay: float) -> None:
+        """Retry with backoff until the partition is ready again or no longer ours."""
+        backoff = Backoff(0.5, 15.0)
+        delay = first_delay or backoff.next()
+        while True:
+            await asyncio.sleep(delay)
+            delay = backoff.next()
+            async with self._lock:
+                if self._parts.get(state.source) is not state:
+                    return
+                try:
+                    await self._initialise(state)
+                except Exception as exc:  # noqa: BLE001
+                    self._error("partition_init")
+                    self.metrics.set_central_up(False)
+                    log.warning("partition recovery failed", extra={
+                        "region": self.region, "tp": str(state.source), "error": repr(exc)})
+                    continue
+                self.metrics.set_central_up(True)
+                log.info("partition recovered", extra={"region": self.region, "tp": str(state.source)})
+                return
+
+    def _transactional_id(self, tp: TopicPartition) -> str:
+        return f"{self.cfg.transactional_id_prefix}-{self.region}-{tp.topic}-{tp.partition}"
+
+    def _error(self, kind: str) -> None:
+        self.metrics.errors.labels(self.region, kind).inc()

@@ -1,0 +1,94 @@
+"""Pins what the project relies on in aiokafka's and prometheus_client's internals
+(``service_kit.aiokafka_internals``, ``service_kit.prometheus_internals``): each accessor is
+driven against the real thing, so an upgrade that changes them fails here, loudly, and not as a
+silent duplicate or a frozen consumer in production."""
+
+from __future__ import annotations
+
+import uuid
+from importlib.metadata import version
+
+import aiokafka
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import ProducerFenced
+from prometheus_client import CollectorRegistry, Histogram
+
+from harness.kafka import KafkaCluster
+from harness.wait import wait_until_async
+from service_kit import aiokafka_internals, prometheus_internals
+from test_mirror_helpers import create_topic
+
+
+def test_the_pinned_versions_are_installed() -> None:
+    assert aiokafka.__version__ == aiokafka_internals.PINNED_VERSION, (
+        "aiokafka changed: check every accessor of service_kit/aiokafka_internals.py, then re-pin")
+    assert version("prometheus-client").startswith(prometheus_internals.PINNED_SERIES), (
+        "prometheus_client changed: check service_kit/prometheus_internals.py, then re-pin")
+
+
+async def test_wait_for_producer_id_fences_the_previous_producer(kafka: KafkaCluster, unique_topic: str) -> None:
+    """InitProducerId is sent when asked, not lazily: the older producer of the id is fenced
+    before the new one has done anything else."""
+    await create_topic(kafka.bootstrap, unique_topic, 1)
+    txid = f"pin-{uuid.uuid4().hex[:8]}"
+    old = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=txid)
+    new = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=txid)
+    await old.start()
+    try:
+        await aiokafka_internals.wait_for_producer_id(old)
+        await new.start()
+        await aiokafka_internals.wait_for_producer_id(new)
+        failed = None
+        try:
+            async with old.transaction():
+                await (await old.send(unique_topic, b"zombie"))
+        except ProducerFenced as exc:
+            failed = exc
+        except Exception as exc:  # noqa: BLE001 - any fencing error will do; say which
+            failed = exc
+        assert failed is not None, "the older producer could still write: it was not fenced"
+    finally:
+        await old.stop()
+        await new.stop()
+
+
+async def test_coordination_ended_sees_the_group_task(kafka: KafkaCluster, unique_topic: str) -> None:
+    await create_topic(kafka.bootstrap, unique_topic, 1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=f"pin-{uuid.uuid4().hex[:8]}",
+                                enable_auto_commit=False)
+    await consumer.start()
+    consumer.subscribe([unique_topic])
+    try:
+        await wait_until_async(lambda: consumer.assignment(), 30, interval=0.1, what="an assignment")
+        assert aiokafka_internals.coordination_ended(consumer) is None
+    finally:
+        await consumer.stop()
+    assert aiokafka_internals.coordination_ended(consumer) is not None  # stop ends the task
+
+
+async def test_known_partitions_and_refresh_metadata(kafka: KafkaCluster, unique_topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    await producer.start()
+    try:
+        assert aiokafka_internals.known_partitions(producer, unique_topic) == set()
+        await create_topic(kafka.bootstrap, unique_topic, 3)
+
+        async def known() -> bool:
+            await aiokafka_internals.refresh_metadata(producer)
+            return aiokafka_internals.known_partitions(producer, unique_topic) == {0, 1, 2}
+
+        await wait_until_async(known, 20, interval=0.2, what="the new topic's partitions in metadata")
+    finally:
+        await producer.stop()
+
+
+def test_histogram_counts_written_directly_read_as_observations() -> None:
+    registry = CollectorRegistry()
+    child = Histogram("pin", "x", buckets=(0.1, 1.0), registry=registry)
+    assert list(prometheus_internals.upper_bounds(child)) == [0.1, 1.0, float("inf")]
+    prometheus_internals.add_counts(child, [2, 0, 1], 5.15)
+    value = registry.get_sample_value
+    assert value("pin_bucket", {"le": "0.1"}) == 2
+    assert value("pin_bucket", {"le": "1.0"}) == 2
+    assert value("pin_bucket", {"le": "+Inf"}) == 3
+    assert value("pin_count") == 3 and abs(value("pin_sum") - 5.15) < 1e-9
