@@ -261,6 +261,8 @@ class RegionFlow:
                 break  # idle: let the caller look at its tasks
         if taken.refetched:
             self.metrics.refetched.labels(self.region).inc(taken.refetched)
+            log.info("round was handed records again after a seek; each taken once", extra={
+                "region": self.region, "records": taken.refetched})
         self._round_started = time.monotonic()
         return taken, error
 

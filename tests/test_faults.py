@@ -61,6 +61,7 @@ class Fault:
 def run_fault(stack: LocalStack, fault: Fault) -> dict[str, object]:
     """Load the stack, apply the fault, check exactly-once; returns and prints the figures."""
     report = LoadReport(run_id=f"{fault.name}-{int(time.time())}")
+    refetched_before = refetched(stack)
     loader = threading.Thread(target=lambda: asyncio.run(run_clients(
         stack.router_url, COUNTRIES, duration=LOAD_SECONDS, rate=RATE, report=report)), daemon=True)
     loader.start()
@@ -83,6 +84,8 @@ def run_fault(stack: LocalStack, fault: Fault) -> dict[str, object]:
         **stream.as_dict(), "client_errors": dict(report.errors), "gave_up": report.gave_up,
         "rejected": report.rejected, "acknowledged_by_pool": report.acked_by_pool,
         "time_to_recover_s": round(recovered, 1),
+        # records a mirror round was handed twice (re-fetched after a seek) and took once
+        "mirror_refetched_dropped": max(0, int(refetched(stack) - refetched_before)),
         "catch_up_after_load_s": round(audit.seconds_to_complete, 1),
     }
     RESULTS.append(figures)
@@ -97,6 +100,10 @@ def run_fault(stack: LocalStack, fault: Fault) -> dict[str, object]:
         assert not report.errors, figures
     assert len(report.acked) > RATE * LOAD_SECONDS * 0.3, figures
     return figures
+
+
+def refetched(stack: LocalStack) -> float:
+    return metric_value(stack.mirror_admin_port, "geo_mirror_refetched_records_total")
 
 
 def wait_healthy(stack: LocalStack) -> None:
