@@ -28,7 +28,7 @@ from central.records import KafkaRecord, Row, event_row
 from central.sample import produce, random_event
 from central.schema import EVENT_COLUMNS, Tables, create_schema
 from harness.kafka import KafkaCluster
-from harness.wait import wait_until_async
+from service_kit.wait import wait_until_async
 
 
 def say(*args: Any) -> None:

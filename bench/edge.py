@@ -33,7 +33,7 @@ from edge.testing import edge_argv, edge_env, wait_status
 from harness.kafka import KafkaCluster, java_command
 from harness.ports import free_port
 from harness.process import spawn, terminate
-from harness.wait import wait_until
+from service_kit.wait import wait_until
 
 EVENT = orjson.dumps({"event": "page_view", "os": "linux", "browser": "firefox", "user_id": "user-12345",
                       "url": "https://shop.example/p/42", "ts": 1700000000000})

@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from harness.kafka import KafkaCluster, java_command, start_clusters
 from harness.ports import free_port
 from harness.process import spawn, terminate
-from harness.wait import wait_until_async
+from service_kit.wait import wait_until_async
 
 PARTITIONS = 6
 LOG4J = """status = warn

@@ -42,7 +42,7 @@ from geostack.audit import wait_for_central
 from harness import tcp_proxy
 from geostack.clients import LoadReport, run_clients
 from geostack.stack import LocalStack
-from harness.wait import wait_until
+from service_kit.wait import wait_until
 from service_kit.logs import configure_logging
 
 COUNTRIES = ["DE", "FR", "RU", "US", "BR", "JP"]

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from edge.app import create_app
 from edge.config import EdgeConfig
-from harness.wait import wait_until, wait_until_async
+from service_kit.wait import wait_until, wait_until_async
 
 
 def edge_config(bootstrap: str, topic: str, **overrides: Any) -> EdgeConfig:

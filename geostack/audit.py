@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from geostack.clients import LoadReport
-from harness.wait import wait_until
+from service_kit.wait import wait_until
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import httpx
 
 from harness.process import kill, spawn, terminate
-from harness.wait import wait_until
+from service_kit.wait import wait_until
 
 
 @dataclass

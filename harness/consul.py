@@ -28,7 +28,7 @@ import httpx
 
 from harness.ports import free_port
 from harness.process import kill, spawn, terminate
-from harness.wait import wait_until
+from service_kit.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SH = REPO / "harness" / "consul_build" / "build.sh"

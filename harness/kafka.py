@@ -23,7 +23,7 @@ from typing import Sequence
 
 from harness.ports import free_port, port_open
 from harness.process import kill, spawn, terminate
-from harness.wait import wait_until, wait_until_async
+from service_kit.wait import wait_until, wait_until_async
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("pom.xml")

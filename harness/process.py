@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from harness.wait import wait_until  # noqa: F401 - re-exported: the shared helper lives in harness.wait
+from service_kit.wait import wait_until  # noqa: F401 - re-exported: the shared helper lives in service_kit.wait
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from harness.wait import wait_until_async
+from service_kit.wait import wait_until_async
 
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 

@@ -1,10 +1,13 @@
 """The one shared wait-until helper: poll a condition until it holds, or fail naming what was awaited.
 
-Tests, the harness, the benchmarks and the services wait for a condition through these two
-functions, not through fixed sleeps or hand-written polling loops. Both check the predicate
-first (no wait when it already holds), then every ``interval`` seconds; the predicate is checked
-once more after the deadline has passed before ``TimeoutError`` is raised, so a condition that
-became true during the last interval is not missed.
+The services, the test harness, the benchmarks and the tests wait for a condition through these
+two functions, not through fixed sleeps or hand-written polling loops. The module lives in
+``service_kit`` because production code (``service_kit.admin``) uses it: the test harness depends
+on ``service_kit``, never the other way round (``harness.process`` re-exports ``wait_until``).
+
+Both check the predicate first (no wait when it already holds), then every ``interval`` seconds;
+the predicate is checked once more after the deadline has passed before ``TimeoutError`` is
+raised, so a condition that became true during the last interval is not missed.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from central.queries import Queries
 from central.records import KafkaRecord, Rejected, ch_time, event_row, event_time, quarantine_row
 from central.sample import Outgoing, event_headers, produce, random_event
 from central.schema import EVENT_COLUMNS, HEARTBEAT_COLUMNS, QUARANTINE_COLUMNS, Tables, create_schema
-from harness.wait import wait_until_async
+from service_kit.wait import wait_until_async
 
 
 def test_event_time_rule() -> None:
@@ -188,7 +188,8 @@ async def test_loads_committed_events_quarantines_bad_ones_and_finds_new_regions
                                     f"WHERE reason = 'too_large'")
         assert q[0]["topic"] == f"{eu}.events" and q[0]["offset"] >= 0
         metrics = running.loader.metrics
-        assert metrics.quarantined.labels("too_large")._value.get() == 1
+        assert metrics.registry.get_sample_value("geo_central_quarantined_total",
+                                                 {"reason": "too_large"}) == 1
         assert running.loader.state["running"] and running.loader.state["batches"] >= 2
     finally:
         await running.close()

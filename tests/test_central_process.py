@@ -23,7 +23,7 @@ from central.sample import produce, random_event
 from central.schema import EVENT_COLUMNS, Tables, create_schema
 from harness.ports import free_port
 from harness.process import kill, spawn, terminate
-from harness.wait import wait_until
+from service_kit.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -18,7 +18,7 @@ import yaml
 from harness.consul import (AGENT_CONFIG_DIR, BUILD_SH, CONSUL_CONFIG_DIR, POLICIES, POLICY_DIR,
                             SERVICE_DIR, ConsulAgent, consul_binary, consul_version, start_agents)
 from harness.ports import port_open
-from harness.process import wait_until
+from service_kit.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import uuid_utils
 
 from edge.app import create_app
 from edge.testing import consume, running_app, edge_config
-from harness.wait import wait_until_async
+from service_kit.wait import wait_until_async
 
 NDJSON = {"content-type": "application/x-ndjson"}
 

@@ -12,7 +12,7 @@ from geostack.processes import ServiceProcess, python_entry
 from harness.consul import ConsulAgent
 from harness.kafka import KafkaCluster
 from harness.ports import free_port
-from harness.wait import wait_until
+from service_kit.wait import wait_until
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from edge.config import EdgeConfig
 from edge.testing import edge_argv, edge_config, edge_env, running_app, wait_status
 from harness.ports import free_port
 from harness.process import spawn, terminate
-from harness.wait import wait_until, wait_until_async
+from service_kit.wait import wait_until, wait_until_async
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from aiokafka.errors import ProducerFenced
 from prometheus_client import CollectorRegistry, Histogram
 
 from harness.kafka import KafkaCluster
-from harness.wait import wait_until_async
+from service_kit.wait import wait_until_async
 from service_kit import aiokafka_internals, prometheus_internals
 from test_mirror_helpers import create_topic
 

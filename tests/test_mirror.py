@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from harness.kafka import KafkaCluster, start_clusters
-from harness.wait import wait_until_async
+from service_kit.wait import wait_until_async
 from mirror.assignments import Assignments
 from mirror.central import Central
 from mirror.committer import ExactlyOnceCommitter, PartitionBatch
@@ -153,8 +153,10 @@ async def test_new_topic_partition_and_settings_follow(clusters, make_worker) ->
     tag = uuid.uuid4().hex[:6]
     eu = clusters["eu"].bootstrap
     central = clusters["central"].bootstrap
-    await make_worker([f"grow-{tag}.*"])
-    await asyncio.sleep(1)  # the worker is running before the topic exists
+    worker = await make_worker([f"grow-{tag}.*"])
+    # the worker is running (its eu flow has synced topics once) before the topic exists
+    await wait_until_async(lambda: worker.health()[1]["regions"]["eu"]["up"], 30, interval=0.05,
+                           what="the eu flow up")
     first = f"grow-{tag}-a"
     await create_topic(eu, first, 2)
     await produce(eu, first, "eu", range(50), partitions=2)
@@ -181,15 +183,16 @@ async def test_new_topic_partition_and_settings_follow(clusters, make_worker) ->
         await admin.close()
     central_admin = AIOKafkaAdminClient(bootstrap_servers=central)
     await central_admin.start()
+
+    async def retention_followed() -> bool:
+        (resp,) = await central_admin.describe_configs([ConfigResource(
+            ConfigResourceType.TOPIC, f"eu.{first}", configs={"retention.ms": None})])
+        entry = resp.to_object()["resources"][0]["config_entries"][0]
+        return entry["config_value"] == "123456789"
+
     try:
-        async with asyncio.timeout(20):
-            while True:
-                (resp,) = await central_admin.describe_configs([ConfigResource(
-                    ConfigResourceType.TOPIC, f"eu.{first}", configs={"retention.ms": None})])
-                entry = resp.to_object()["resources"][0]["config_entries"][0]
-                if entry["config_value"] == "123456789":
-                    break
-                await asyncio.sleep(0.3)
+        await wait_until_async(retention_followed, 20, interval=0.3,
+                               what=f"retention.ms of eu.{first} to follow the source topic")
     finally:
         await central_admin.close()
     assert new_topic_s < 20

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 
 from harness.consul import ConsulAgent
-from harness.process import terminate, wait_until
+from harness.process import terminate
+from service_kit.wait import wait_until
 from test_mirror_helpers import ids_of, produce, read_all, start_mirror
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.process import kill, terminate, wait_until
+from harness.process import kill, terminate
+from service_kit.wait import wait_until, wait_until_async
 from test_mirror_helpers import create_topic, ids_of, metric_value, produce, read_all, start_mirror
 
 pytestmark = pytest.mark.slow
@@ -28,9 +29,17 @@ def _assert_exactly(records: list, expected: set[str]) -> None:
 
 async def _wait_metric(port: int, name: str, at_least: float, timeout: float,
                        labels: dict[str, str] | None = None) -> None:
-    async with asyncio.timeout(timeout):
-        while metric_value(port, name, labels) < at_least:
-            await asyncio.sleep(0.2)
+    """Wait until the mirror on ``port`` reports ``name`` (``labels``) >= ``at_least``; the scrape
+    runs in a thread, so a concurrent produce task keeps its pace."""
+    async def reached() -> bool:
+        return await asyncio.to_thread(metric_value, port, name, labels) >= at_least
+
+    await wait_until_async(reached, timeout, interval=0.2,
+                           what=f"{name}{labels or ''} >= {at_least:g} on :{port}")
+
+
+async def _assigned(port: int) -> float:
+    return await asyncio.to_thread(metric_value, port, "geo_mirror_assigned_partitions")
 
 
 async def test_kill_9_and_restart_loses_and_duplicates_nothing(kafka_factory, tmp_path: Path) -> None:
@@ -61,22 +70,21 @@ async def test_two_workers_split_and_one_takes_over(kafka_factory, tmp_path: Pat
     b, port_b = start_mirror(tmp_path / "b.log", central.bootstrap, {"eu": eu.bootstrap},
                              "--include", "events", "heartbeats")
     try:
-        async with asyncio.timeout(60):                # both hold a share of the 7 partitions
-            while True:
-                share_a = metric_value(port_a, "geo_mirror_assigned_partitions")
-                share_b = metric_value(port_b, "geo_mirror_assigned_partitions")
-                if share_a > 0 and share_b > 0 and share_a + share_b == 7:
-                    break
-                await asyncio.sleep(0.3)
+        async def split() -> bool:                     # both hold a share of the 7 partitions
+            share_a, share_b = await _assigned(port_a), await _assigned(port_b)
+            return share_a > 0 and share_b > 0 and share_a + share_b == 7
+
+        await wait_until_async(split, 60, interval=0.3, what="both workers holding a share of 7")
         total = 12000
         stream = asyncio.create_task(produce(eu.bootstrap, "events", "eu", range(total), rate=2000))
         await _wait_metric(port_a, "geo_mirror_records_total", 500, 60, {"topic": "events"})
         await _wait_metric(port_b, "geo_mirror_records_total", 500, 60, {"topic": "events"})
         kill(a)
         await stream
-        async with asyncio.timeout(60):
-            while metric_value(port_b, "geo_mirror_assigned_partitions") < 7:
-                await asyncio.sleep(0.3)
+        async def taken_over() -> bool:
+            return await _assigned(port_b) >= 7
+
+        await wait_until_async(taken_over, 60, interval=0.3, what="the survivor holding all 7 partitions")
         records = await read_all(central.bootstrap, "eu.events", total, timeout=90, settle=3)
         _assert_exactly(records, {f"eu-{i}" for i in range(total)})
     finally:
@@ -112,6 +120,7 @@ async def test_region_outage_pauses_only_that_region(kafka_factory, tmp_path: Pa
         await asyncio.to_thread(central.stop)                               # the central cluster goes down: all pause
         started = time.monotonic()
         await produce(eu.bootstrap, "events", "eu", range(1500, 2500))
+        # kept: the central outage lasts at least 5 s by definition (no condition to wait for)
         await asyncio.sleep(max(0.0, 5 - (time.monotonic() - started)))
         await asyncio.to_thread(central.start)
         records = await read_all(central.bootstrap, "eu.events", 2500, timeout=120, settle=3)

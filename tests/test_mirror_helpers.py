@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from subprocess import Popen
 from typing import Sequence
@@ -16,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
 from harness.ports import free_port
 from harness.process import spawn
+from service_kit.wait import wait_until_async
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -54,7 +56,7 @@ async def produce(bootstrap: str, topic: str, region: str, ids: Sequence[int],
                                                headers=[("event-id", f"{region}-{i}".encode()),
                                                         *(headers or [])]))
             if rate and n % 100 == 99:
-                await asyncio.sleep(100 / rate)
+                await asyncio.sleep(100 / rate)  # kept: paces the load at ``rate`` events/s
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -71,21 +73,29 @@ async def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 60.
     consumer.subscribe([topic])  # no group: every partition, new ones included
     got: list = []
     seen: set[tuple[int, int]] = set()  # a local reassignment re-reads from the start: skip re-reads
+
+    async def read_more() -> bool:
+        """One fetch (long-polls up to 300 ms); true once ``expect`` records arrived."""
+        for records in (await consumer.getmany(timeout_ms=300)).values():
+            for record in records:
+                if (record.partition, record.offset) not in seen:
+                    seen.add((record.partition, record.offset))
+                    got.append(record)
+        return len(got) >= expect
+
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        settle_until: float | None = None
-        while True:
-            now = loop.time()
-            if now > deadline or (settle_until is not None and now > settle_until):
-                break
-            for records in (await consumer.getmany(timeout_ms=300)).values():
-                for record in records:
-                    if (record.partition, record.offset) not in seen:
-                        seen.add((record.partition, record.offset))
-                        got.append(record)
-            if settle_until is None and len(got) >= expect:
-                settle_until = loop.time() + settle
+        deadline = time.monotonic() + timeout
+        try:
+            await wait_until_async(read_more, timeout, interval=0, what=f"{expect} records in {topic}")
+        except TimeoutError:
+            if time.monotonic() < deadline:
+                raise  # not the wait's own timeout: an error of the fetch itself
+            return got  # whatever arrived: the callers' assertions name what is missing
+        # kept: the settle window is a duration by definition (records that would be duplicates
+        # have no count to wait for); it ends at the overall deadline, as before
+        settle_until = min(time.monotonic() + settle, deadline)
+        while time.monotonic() < settle_until:
+            await read_more()
     finally:
         await consumer.stop()
     return got

@@ -1,4 +1,4 @@
-"""The shared wait-until helper (``harness.wait``): sync and async, plain and awaitable predicates."""
+"""The shared wait-until helper (``service_kit.wait``): sync and async, plain and awaitable predicates."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 import harness.process
-from harness.wait import wait_until, wait_until_async
+from service_kit.wait import wait_until, wait_until_async
 
 
 class Countdown:
