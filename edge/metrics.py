@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from service_kit.histograms import add_counts
+from service_kit.prometheus_internals import add_counts, upper_bounds
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -65,13 +65,13 @@ class BufferedCounter:
 
 class BufferedHistogram:
     """A histogram child observed locally (bucket counts and sum), flushed like ``BufferedCounter``
-    (``service_kit.histograms.add_counts``)."""
+    (``service_kit.prometheus_internals.add_counts``)."""
 
     __slots__ = ("child", "bounds", "counts", "sum")
 
     def __init__(self, child: Any) -> None:
         self.child = child
-        self.bounds = list(child._upper_bounds)
+        self.bounds = list(upper_bounds(child))
         self.counts = [0] * len(self.bounds)
         self.sum = 0.0
         _BUFFERS.append(self)
