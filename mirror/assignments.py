@@ -148,8 +148,10 @@ class Assignments:
         if self._parts.get(state.source) is state:
             self._start_repair(state, error)
 
-    async def reseek(self, tps: Iterable[object]) -> None:
-        """Seek ready partitions to what is known of them again (a fetch lost its position)."""
+    async def reseek(self, tps: Iterable[object]) -> int:
+        """Seek ready partitions to what is known of them again (a fetch lost its position);
+        returns how many were sought."""
+        sought = 0
         for tp in tps:
             state = self._parts.get(tp) if isinstance(tp, TopicPartition) else None
             if state is None or not state.ready:
@@ -158,6 +160,8 @@ class Assignments:
                 await self.consumer.seek_to_beginning(state.source)
             else:
                 self.consumer.seek(state.source, state.next_offset)
+            sought += 1
+        return sought
 
     async def close(self) -> None:
         """Drop every state, cancel the repairs, stop the producers."""

@@ -228,8 +228,11 @@ class RegionFlow:
             await self._out_of_range(error.args[0] if error.args else {})
         elif isinstance(error, NoOffsetForPartitionError) and self.assignments is not None:
             # The fetcher looked for a position in the *source* group before the rebalance
-            # listener had sought to the central one: seek again to what we know.
-            await self.assignments.reseek(error.args)
+            # listener had sought to the central one: seek again to what we know. A partition
+            # still being initialised (fenced, its position read) is sought by its assignment;
+            # until then every getmany raises at once, so wait a poll interval instead of spinning.
+            if not await self.assignments.reseek(error.args):
+                await asyncio.sleep(self.cfg.batch_interval_ms / 1000)
 
     async def _collect_round(self) -> tuple[RoundRecords, Exception | None]:
         """The records of one transaction round: everything fetched until the round is due
