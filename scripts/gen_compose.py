@@ -31,7 +31,7 @@ PROM_COMPOSE_FILE = ROOT / "observability" / "prometheus.compose.yml"
 
 # Pinned images (never `latest`).
 KAFKA_IMAGE = "apache/kafka:4.1.1"
-CONSUL_IMAGE = "hashicorp/consul:1.16.6"
+CONSUL_IMAGE = "hashicorp/consul:1.14.11"
 PROMETHEUS_IMAGE = "prom/prometheus:v2.53.2"
 GRAFANA_IMAGE = "grafana/grafana:11.2.0"
 APP_IMAGE = "geoingest:0.1.0"

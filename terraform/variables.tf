@@ -199,10 +199,10 @@ variable "kafka" {
 }
 
 variable "consul" {
-  description = "Consul servers per region (one datacenter each; 3 or 5 for a quorum) and their image (1.16 is the last MPL-2.0 line)."
+  description = "Consul servers per region (one datacenter each; 3 or 5 for a quorum) and their image (1.14.11: the version every test runs; 1.14-1.16 are MPL-2.0)."
   type = object({
     servers   = optional(number, 3)
-    image     = optional(string, "hashicorp/consul:1.16.6")
+    image     = optional(string, "hashicorp/consul:1.14.11")
     cores     = optional(number, 2)
     memory_gb = optional(number, 2)
   })

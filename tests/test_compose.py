@@ -52,7 +52,8 @@ def test_every_region_has_its_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for region in regions.regions:
         assert services[f"kafka-{region.name}"]["image"] == "apache/kafka:4.1.1"
-        assert re.fullmatch(r"hashicorp/consul:1\.16\.\d+", services[f"consul-{region.name}"]["image"])
+        # the Consul the tests run (built from harness/consul_build/go.mod), not another line
+        assert services[f"consul-{region.name}"]["image"] == f"hashicorp/consul:{tested_consul_version()}"
         assert f"-datacenter={region.consul_datacenter}" in services[f"consul-{region.name}"]["command"]
     for region in regions.edge_regions:
         edges = [name for name in services if name.startswith(f"edge-{region.name}-")]
@@ -183,3 +184,11 @@ def test_every_setting_is_accepted_by_its_command(compose: dict[str, Any]) -> No
                 assert variable in text, f"{name}: {command} does not know {variable}"
         for flag in (t for t in service["command"][1:] if t.startswith("--")):
             assert flag in text, f"{name}: {command} does not know {flag}"
+
+
+def tested_consul_version() -> str:
+    """The Consul version every test runs: the one harness/consul_build/go.mod requires."""
+    go_mod = (Path(__file__).resolve().parent.parent / "harness" / "consul_build" / "go.mod").read_text()
+    match = re.search(r"^require github\.com/hashicorp/consul v(\S+)$", go_mod, re.M)
+    assert match, "no consul requirement in harness/consul_build/go.mod"
+    return match.group(1)
