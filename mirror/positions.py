@@ -5,6 +5,15 @@ keyed by the *target* topic-partition (the source topic does not exist centrally
 exactly-once mode the commit rides in the data transaction (``send_offsets_to_transaction``);
 in at-least-once mode it is a plain offset commit after the records are acknowledged. The group
 is never joined: reads are OffsetFetch requests, so any number of workers share it.
+
+A read must tell "never committed" (the partition in the answer with offset -1: copy from the
+source's beginning) from "no answer" (the partition missing from it). The second is what a
+group-level error looks like in OffsetFetch v2+: right after a central broker restart the group
+coordinator is still loading and answers COORDINATOR_LOAD_IN_PROGRESS at the top level with no
+partitions, and aiokafka's ``AIOKafkaConsumer.committed`` ignores that error and returns None.
+Reading that as "never committed" sought the partition to its beginning and copied all of it again
+(the 577 mirror duplicates of one central-outage fault run, ``docs/mirror.md``). So reads go
+through the admin client's OffsetFetch and a missing partition is retried.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 class Positions:
@@ -24,10 +34,13 @@ class Positions:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                                           enable_auto_commit=False, client_id=client_id,
                                           request_timeout_ms=int(timeout_s * 1000))
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-reader",
+                                          request_timeout_ms=int(timeout_s * 1000))
         self._assigned: set[TopicPartition] = set()
         self._started = False
 
     async def start(self) -> None:
+        await asyncio.wait_for(self._admin.start(), self._timeout)
         await asyncio.wait_for(self._consumer.start(), self._timeout)
         self._started = True
 
@@ -35,11 +48,18 @@ class Positions:
         if self._started:
             self._started = False
             await asyncio.wait_for(self._consumer.stop(), self._timeout)
+            await asyncio.wait_for(self._admin.close(), self._timeout)
 
-    async def read(self, tp: TopicPartition) -> int | None:
-        """The committed position of target partition ``tp``, None when never committed."""
+    async def read(self, tp: TopicPartition, retry_s: float = 0.2) -> int | None:
+        """The committed position of target partition ``tp``, None when never committed. An
+        answer without the partition (a group-level error) is retried until the timeout."""
         async with asyncio.timeout(self._timeout):
-            return await self._consumer.committed(tp)
+            while True:
+                offsets = await self._admin.list_consumer_group_offsets(self.group_id, partitions=[tp])
+                meta = offsets.get(tp)
+                if meta is not None:
+                    return None if meta.offset < 0 else meta.offset
+                await asyncio.sleep(retry_s)  # a backoff between requests, not a wait for a condition
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit positions outside a transaction (at-least-once mode)."""
