@@ -53,7 +53,7 @@ def test_every_region_has_its_services(compose: dict[str, Any]) -> None:
     for region in regions.regions:
         assert services[f"kafka-{region.name}"]["image"] == "apache/kafka:4.1.1"
         # the Consul the tests run (built from harness/consul_build/go.mod), not another line
-        assert services[f"consul-{region.name}"]["image"] == f"hashicorp/consul:{tested_consul_version()}"
+        assert services[f"consul-{region.name}"]["image"] == f"hashicorp/consul:{consul_version_under_test()}"
         assert f"-datacenter={region.consul_datacenter}" in services[f"consul-{region.name}"]["command"]
     for region in regions.edge_regions:
         edges = [name for name in services if name.startswith(f"edge-{region.name}-")]
@@ -186,7 +186,7 @@ def test_every_setting_is_accepted_by_its_command(compose: dict[str, Any]) -> No
             assert flag in text, f"{name}: {command} does not know {flag}"
 
 
-def tested_consul_version() -> str:
+def consul_version_under_test() -> str:
     """The Consul version every test runs: the one harness/consul_build/go.mod requires."""
     go_mod = (Path(__file__).resolve().parent.parent / "harness" / "consul_build" / "go.mod").read_text()
     match = re.search(r"^require github\.com/hashicorp/consul v(\S+)$", go_mod, re.M)
