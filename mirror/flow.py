@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 
-from mirror.assignments import Assignments
+from mirror.assignments import Assignments, PartitionState
 from mirror.backoff import Backoff
 from mirror.central import Central
 from mirror.committer import AtLeastOnceCommitter, Committer, ExactlyOnceCommitter, PartitionBatch
@@ -278,8 +278,7 @@ class RegionFlow:
         committed = 0
         async with assignments.round():
             now_ms = int(time.time() * 1000)
-            work: list[tuple[PartitionBatch, Converted, Sequence[ConsumerRecord]]] = []
-            states = []
+            work: list[tuple[PartitionState, PartitionBatch, Converted, Sequence[ConsumerRecord]]] = []
             for tp, records in fetched:
                 state = assignments.ready(tp)
                 if state is None:
@@ -288,12 +287,11 @@ class RegionFlow:
                 if not records:
                     continue
                 converted = convert(records, self.region, tp, now_ms)
-                work.append((PartitionBatch(tp, state.target, converted.records,
-                                            records[-1].offset + 1, state.producer),
-                             converted, records))
-                states.append(state)
-            results = await committer.commit([batch for batch, _, _ in work])
-            for state, (batch, converted, records), error in zip(states, work, results):
+                batch = PartitionBatch(tp, state.target, converted.records, records[-1].offset + 1,
+                                       state.producer)
+                work.append((state, batch, converted, records))
+            results = await committer.commit([batch for _, batch, _, _ in work])
+            for (state, batch, converted, records), error in zip(work, results):
                 if error is not None:
                     self.metrics.transactions.labels(self.region, "aborted").inc()
                     self._error(type(error).__name__)
