@@ -17,6 +17,7 @@ from central.loader import DEFAULT_EVENTS_PATTERN, DEFAULT_HEARTBEATS_PATTERN, L
 from central.metrics import CentralMetrics
 from central.queries import Queries
 from central.schema import Tables, create_schema
+from service_kit import kafka_security
 from service_kit.config import EnvArgumentParser
 from service_kit.logs import configure_logging
 from service_kit.shutdown import shutdown_event
@@ -29,6 +30,7 @@ def build_parser() -> EnvArgumentParser:
     p.add_argument("--bootstrap", env="GEO_CENTRAL_BOOTSTRAP", default="127.0.0.1:39092",
                    help="central Kafka cluster (host:port, comma list)")
     p.add_argument("--group", env="GEO_CENTRAL_GROUP", default="geo-central", help="consumer group")
+    kafka_security.add_arguments(p, "kafka", "GEO_CENTRAL_KAFKA", "the central Kafka")
     p.add_argument("--events-pattern", env="GEO_CENTRAL_EVENTS_PATTERN", default=DEFAULT_EVENTS_PATTERN,
                    help="regex of the mirrored event topics")
     p.add_argument("--heartbeats-pattern", env="GEO_CENTRAL_HEARTBEATS_PATTERN",
@@ -74,7 +76,8 @@ async def run(args: Any) -> None:
             heartbeats_pattern=args.heartbeats_pattern, batch_size=args.batch_size,
             batch_interval=args.batch_interval, max_record_bytes=args.max_record_bytes,
             metadata_max_age_ms=args.metadata_max_age_ms,
-            crash_after_insert=args.test_crash_after_insert), clickhouse, tables, metrics)
+            crash_after_insert=args.test_crash_after_insert,
+            security=args.kafka_security), clickhouse, tables, metrics)
 
         async def health() -> tuple[bool, dict[str, Any]]:
             details: dict[str, Any] = {"clickhouse": args.clickhouse_url and "http" or "chdb"}
@@ -120,7 +123,12 @@ async def run(args: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.kafka_security = kafka_security.from_args(args, "kafka", "GEO_CENTRAL_KAFKA")
+    except kafka_security.KafkaSettingsError as exc:
+        parser.error(str(exc))
     configure_logging(args.log_level, service="geo-central")
     started = time.time()
     try:

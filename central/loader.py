@@ -22,6 +22,7 @@ from central.clickhouse import AsyncClickHouse, ClickHouseError
 from central.metrics import CentralMetrics
 from central.records import RecordLike, Rejected, Row, event_row, heartbeat_row, quarantine_row
 from central.schema import EVENT_COLUMNS, HEARTBEAT_COLUMNS, QUARANTINE_COLUMNS, Tables
+from service_kit.kafka_security import PLAINTEXT, KafkaSecurity, explain
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class LoaderConfig:
     metadata_max_age_ms: int = 5_000
     retry_backoff_max: float = 10.0
     crash_after_insert: int = 0  # test hook: os._exit(99) after the Nth batch's insert, before its commit
+    security: KafkaSecurity = PLAINTEXT
 
 
 @dataclass
@@ -72,7 +74,8 @@ class Loader:
         self._consumer: AIOKafkaConsumer | None = None
         self._inserted_batches = 0
         self.state: dict[str, Any] = {"running": False, "batches": 0, "last_batch_ms": None,
-                                      "last_error": None, "insert_failing": False, "topics": []}
+                                      "last_error": None, "insert_failing": False, "topics": [],
+                                      "kafka_error": None}
 
     def _is_heartbeats(self, topic: str) -> bool:
         known = self._heartbeat_topics.get(topic)
@@ -182,6 +185,29 @@ class Loader:
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
         self.state["topics"] = sorted(topics)
 
+    async def _connect(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+        """Start the consumer, retrying with backoff while the cluster refuses (down, a wrong
+        password, an unknown CA: the reason is logged and in /status as ``kafka_error``).
+        False when ``stop`` was set first."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await consumer.start()
+                self.state["kafka_error"] = None
+                return True
+            except KafkaError as exc:
+                reason = await explain(exc, self.config.bootstrap, self.config.security)
+                if reason != self.state.get("kafka_error"):
+                    log.error("central kafka unreachable", extra={"error": reason,
+                                                                   **self.config.security.describe()})
+                self.state["kafka_error"] = reason
+                await consumer.stop()
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                delay = min(delay * 2, self.config.retry_backoff_max)
+        return False
+
     async def run(self, stop: asyncio.Event) -> None:
         """Consume and load until ``stop`` is set; uncommitted work is replayed on the next start.
 
@@ -194,10 +220,12 @@ class Loader:
             bootstrap_servers=cfg.bootstrap, group_id=cfg.group, client_id="geo-central",
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
             metadata_max_age_ms=cfg.metadata_max_age_ms, max_partition_fetch_bytes=4 * 1024 * 1024,
+            **cfg.security.client_kwargs(),
         )
         consumer.subscribe(pattern=f"(?:{cfg.events_pattern})|(?:{cfg.heartbeats_pattern})")
         self._consumer = consumer
-        await consumer.start()
+        if not await self._connect(consumer, stop):
+            return
         self.state["running"] = True
         log.info("loader started", extra={"bootstrap": cfg.bootstrap, "group": cfg.group})
         inserting: asyncio.Task[None] | None = None  # the previous batch, inserted while this one fills

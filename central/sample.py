@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from service_kit.contract import (CLIENT_IP, COUNTRY, EDGE, EVENT_ID, MIRROR_SOURCE_OFFSET, MIRROR_SOURCE_PARTITION,
                                   MIRROR_SOURCE_REGION, MIRROR_SOURCE_TOPIC, MIRRORED_AT, RECEIVED_AT, REGION,
                                   SENT_AT)
+from service_kit.kafka_security import PLAINTEXT, KafkaSecurity
 
 EVENTS = ("page_view", "click", "signup", "purchase", "search", "logout")
 OSES = ("Android", "iOS", "Windows", "macOS", "Linux")
@@ -63,11 +64,13 @@ def random_event(region: str, topic: str, rng: random.Random, now_ms: int | None
 
 
 async def produce(bootstrap: str, records: Iterable[Outgoing], *, transactional_id: str | None = None,
-                  per_transaction: int = 500, abort: bool = False) -> int:
+                  per_transaction: int = 500, abort: bool = False,
+                  security: KafkaSecurity = PLAINTEXT) -> int:
     """Produce ``records`` in transactions of ``per_transaction`` (aborted when ``abort``)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                 transactional_id=transactional_id or f"central-test-{uuid.uuid4().hex}",
-                                linger_ms=5, max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024)
+                                linger_ms=5, max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024,
+                                **security.client_kwargs())
     await producer.start()
     count = 0
     try:

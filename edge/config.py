@@ -16,9 +16,11 @@ from typing import Sequence
 
 import orjson
 
+from service_kit import kafka_security
 from service_kit.config import EnvArgumentParser
 
 CONFIG_ENV = "GEO_EDGE_CONFIG_JSON"
+KAFKA_ENV = "GEO_EDGE_KAFKA"
 COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "none")
 VALIDATIONS = ("default", "permissive", "schema")
 
@@ -58,6 +60,12 @@ class EdgeConfig:
     drain_delay: float = 0.0
     shutdown_timeout: float = 30.0
     kafka_check_interval: float = 2.0
+    #: Kafka security (the password: the file, or GEO_EDGE_KAFKA_PASSWORD; never in this config)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password_file: str = ""
+    kafka_ca_file: str = ""
     consul_url: str = ""
     consul_token: str = field(default="", repr=False)
     advertise_address: str = ""
@@ -97,6 +105,12 @@ class EdgeConfig:
             raise ValueError("produce_timeout must be > 0")
         if self.rate_limit_ip < 0 or self.rate_limit_key < 0:
             raise ValueError("rate limits must be >= 0 (0: off)")
+
+    def kafka_security(self) -> "kafka_security.KafkaSecurity":
+        """The Kafka connection settings, the password read now (file or GEO_EDGE_KAFKA_PASSWORD)."""
+        return kafka_security.from_settings(self.kafka_security_protocol, self.kafka_sasl_mechanism,
+                                            self.kafka_username, self.kafka_password_file,
+                                            self.kafka_ca_file, KAFKA_ENV)
 
     def to_env(self) -> str:
         """The configuration as JSON, for ``GEO_EDGE_CONFIG_JSON``."""
@@ -215,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-string-length", env="GEO_EDGE_MAX_STRING_LENGTH", type=int, default=d.max_string_length,
       help="longest string (value or key) in an event, in characters (400 string_too_long)")
     a("--log-level", env="GEO_EDGE_LOG_LEVEL", default=d.log_level, help="log level")
+    kafka_security.add_arguments(p, "kafka", KAFKA_ENV, "the regional Kafka")
     return p
 
 
@@ -248,7 +263,11 @@ def parse_config(argv: Sequence[str] | None = None) -> EdgeConfig:
             rate_limit_key_burst=ns.rate_limit_key_burst, rate_limit_table_size=ns.rate_limit_table_size,
             max_headers=ns.max_headers, max_header_bytes=ns.max_header_bytes,
             max_json_depth=ns.max_json_depth, max_string_length=ns.max_string_length,
+            kafka_security_protocol=ns.kafka_security_protocol, kafka_sasl_mechanism=ns.kafka_sasl_mechanism,
+            kafka_username=ns.kafka_username, kafka_password_file=ns.kafka_password_file,
+            kafka_ca_file=ns.kafka_ca_file,
         )
+        config.kafka_security()  # a missing password or CA file fails at start, not in every worker
         from edge.auth import load_write_keys
         load_write_keys(config.write_keys_file)  # fail at start, not in every worker
         return config

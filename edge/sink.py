@@ -18,6 +18,7 @@ from edge.batching import Ack, BatchingProducer, Record
 from edge.config import EdgeConfig
 from edge.errors import KAFKA_UNAVAILABLE, OVERLOADED, EdgeError
 from service_kit.bounded import settle
+from service_kit.kafka_security import explain
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class KafkaSink:
 
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
+        self.security = config.kafka_security()
         self.topic = config.topic
         self.timeout = config.produce_timeout
         self.max_pending = config.max_pending_events
@@ -100,6 +102,8 @@ class KafkaSink:
     def _set_up(self, up: bool, error: str = "") -> None:
         if up != self.up:
             log.info("kafka up" if up else "kafka down", extra={"error": error})
+        elif not up and error != self.last_error and not self._stopping:
+            log.error("kafka unreachable", extra={"error": error, **self.security.describe()})
         self.up = up
         self.last_error = error
         metrics.KAFKA_UP.set(1 if up else 0)
@@ -127,7 +131,10 @@ class KafkaSink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Kafka down or misbehaving: keep trying
-                self._set_up(False, f"{type(exc).__name__}: {exc}")
+                if self.producer is None:  # not connected: say why (a wrong password, an unknown CA)
+                    self._set_up(False, await explain(exc, self.config.kafka, self.security))
+                else:
+                    self._set_up(False, f"{type(exc).__name__}: {exc}")
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), interval if self.up else min(interval, 0.5))
@@ -145,6 +152,7 @@ class KafkaSink:
             max_request_size=max(1 << 20, c.max_event_bytes + 64 * 1024),
             request_timeout_ms=int(max(c.produce_timeout * 2, 10) * 1000),
             retry_backoff_ms=100, metadata_max_age_ms=60000,
+            **self.security.client_kwargs(),
         )
         try:
             await asyncio.wait_for(producer.start(), 10)
@@ -174,7 +182,8 @@ class KafkaSink:
         wanted = [NewTopic(c.topic, c.topic_partitions, c.topic_replication)]
         if c.dead_letter_topic:
             wanted.append(NewTopic(c.dead_letter_topic, 1, c.topic_replication))
-        admin = AIOKafkaAdminClient(bootstrap_servers=c.kafka, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=c.kafka, request_timeout_ms=10000,
+                                    **self.security.client_kwargs())
         try:
             await asyncio.wait_for(admin.start(), 10)
             existing = set(await asyncio.wait_for(admin.list_topics(), 10))

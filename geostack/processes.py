@@ -1,10 +1,10 @@
 """A named service process of the local stack that can be started, stopped (SIGTERM), killed
-(SIGKILL) and started again with the same command line, and whose health URL can be awaited."""
+(SIGKILL), hung (SIGSTOP) and started again with the same command line, and whose health URL can
+be awaited. The lifecycle is ``harness.managed.ManagedProcess``'s, like Kafka's and Consul's."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,38 +12,36 @@ from typing import Mapping, Sequence
 
 import httpx
 
-from harness.process import kill, spawn, terminate
+from harness.managed import ManagedProcess
 from service_kit.wait import wait_until
 
 
-@dataclass
-class ServiceProcess:
-    """One process of the stack; logs go to ``<workdir>/<name>.log``."""
+@dataclass(eq=False)
+class ServiceProcess(ManagedProcess):
+    """One process of the stack; logs go to ``<workdir>/<name>.log``. ``start()`` does not wait;
+    ``wait_healthy()`` waits for ``health_url`` to answer 200."""
 
     name: str
     argv: Sequence[str]
     workdir: Path
     env: Mapping[str, str] = field(default_factory=dict)
     health_url: str | None = None
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def command(self) -> Sequence[str]:
+        return self.argv
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+    def environment(self) -> Mapping[str, str]:
+        return {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
 
-    def start(self) -> "ServiceProcess":
-        if not self.running:
-            env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-            self._proc = spawn(self.argv, self.log_path, env=env)
-        return self
+    def start(self, wait: bool = False, timeout: float | None = None) -> "ServiceProcess":
+        return super().start(wait=wait, timeout=timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Wait until ``health_url`` answers 200 (raises with the log tail if the process died)."""
@@ -63,22 +61,8 @@ class ServiceProcess:
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        if self._proc is None:
-            return None
-        code = terminate(self._proc, timeout)
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL: a crash."""
-        if self._proc is not None:
-            kill(self._proc)
-
     def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return super().log_tail(lines)
 
 
 def python_entry(module: str) -> list[str]:

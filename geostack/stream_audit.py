@@ -17,6 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from service_kit.contract import FIELD_EVENT_ID, MIRROR_SOURCE_OFFSET, MIRROR_SOURCE_PARTITION, MIRROR_SOURCE_REGION
+from service_kit.kafka_security import PLAINTEXT, KafkaSecurity
 
 EVENTS_TOPIC = re.compile(r"^[A-Za-z0-9_-]+\.events$")
 
@@ -67,11 +68,12 @@ class StreamTally:
                            retried_copies=self.records - len(self.ids) - mirror_dups)
 
 
-async def audit_stream(bootstrap: str, run_id: str, timeout: float = 120.0) -> StreamAudit:
+async def audit_stream(bootstrap: str, run_id: str, timeout: float = 120.0,
+                       security: KafkaSecurity = PLAINTEXT) -> StreamAudit:
     """Read every ``<region>.events`` topic of the central cluster to its last stable offset."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=8 << 20)
+                                max_partition_fetch_bytes=8 << 20, **security.client_kwargs())
     await consumer.start()
     tally = StreamTally(run_id)
     try:

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import httpx
 
 from harness.ports import free_port
-from harness.process import kill, spawn, terminate
+from harness.managed import ManagedProcess
 from service_kit.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,8 +93,8 @@ class ConsulError(RuntimeError):
                          f"{response.status_code}: {response.text.strip()[:500]}")
 
 
-@dataclass
-class ConsulAgent:
+@dataclass(eq=False)
+class ConsulAgent(ManagedProcess):
     """One Consul server agent: datacenter ``datacenter``, logs in ``workdir/consul.log``.
 
     ``acl=True`` enables ACLs with ``default_policy = "deny"``; ``management_token`` (a random
@@ -115,7 +115,7 @@ class ConsulAgent:
     config_files: Sequence[Path] = ()
     extra_config: dict[str, Any] = field(default_factory=dict)
     ports: ConsulPorts = field(default_factory=ConsulPorts)
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    stop_timeout = 15.0
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -147,15 +147,7 @@ class ConsulAgent:
     def log_path(self) -> Path:
         return self.workdir / "consul.log"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc else None
-
-    # -- lifecycle -------------------------------------------------------------------------------
+    # -- lifecycle (start, stop, kill, hang, resume, restart, log_tail: ManagedProcess) ---------
 
     def argv(self) -> list[str]:
         """The command line that ``start()`` runs (writes the harness config file)."""
@@ -178,60 +170,32 @@ class ConsulAgent:
         ]
         return argv
 
-    def start(self, wait: bool = True, timeout: float = 60.0) -> "ConsulAgent":
-        """Start the agent on this agent's ports and (by default) wait until it is ready."""
-        if self.running:
-            return self
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
         argv = self.argv()
         with open(self.log_path, "ab") as log:
             log.write(f"---- harness: {' '.join(argv)}\n".encode())
-        self._proc = spawn(argv, self.log_path, cwd=self.workdir)
-        if wait:
-            self.wait_ready(timeout)
-        return self
+        return argv
+
+    def prepare(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def working_directory(self) -> Path:
+        return self.workdir
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until a leader is elected (and, with ACLs in the primary, the management token
         resolves); raise with the log tail otherwise."""
         try:
-            wait_until(lambda: self._dead_or(bool(self.leader())), timeout,
+            wait_until(lambda: self.dead_or(bool(self.leader())), timeout,
                        what=f"a consul leader at {self.url}")
-            self._check_alive()
+            self.check_alive("consul")
             if self.acl and self.primary_datacenter == self.datacenter:
-                wait_until(lambda: self._dead_or(self._token_resolves(self.management_token)),
+                wait_until(lambda: self.dead_or(self._token_resolves(self.management_token)),
                            timeout, what="the ACL management token to resolve")
-                self._check_alive()
+                self.check_alive("consul")
         except Exception as exc:
             raise RuntimeError(f"consul {self.datacenter} at {self.url} not ready: {exc}\n"
                                f"{self.log_tail()}") from exc
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, SIGKILL after ``timeout`` seconds; the ports stay this agent's."""
-        if self._proc is not None:
-            terminate(self._proc, timeout)
-            self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL: a crashed agent."""
-        if self._proc is not None:
-            kill(self._proc)
-            self._proc = None
-
-    def restart(self, timeout: float = 60.0) -> "ConsulAgent":
-        self.stop()
-        return self.start(timeout=timeout)
-
-    def __enter__(self) -> "ConsulAgent":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -329,13 +293,6 @@ class ConsulAgent:
                                 timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def _dead_or(self, ok: bool) -> bool:
-        return ok or not self.running
-
-    def _check_alive(self) -> None:
-        if not self.running:
-            raise RuntimeError(f"consul exited with code {self._proc.returncode if self._proc else '?'}")
 
     def config(self) -> dict[str, Any]:
         """The harness's agent configuration (JSON), before ``extra_config`` is merged in."""

@@ -28,10 +28,12 @@ class Central:
         timeout_ms = int(config.operation_timeout_s * 1000)
         self.admin = AIOKafkaAdminClient(bootstrap_servers=config.central_bootstrap,
                                          client_id=f"{config.client_id}-admin",
-                                         request_timeout_ms=timeout_ms)
+                                         request_timeout_ms=timeout_ms,
+                                         **config.central_security.client_kwargs())
         self.topics = CentralTopics(self.admin, config.replication_factor, config.operation_timeout_s)
         self.positions = Positions(config.central_bootstrap, config.positions_group,
-                                   config.operation_timeout_s, client_id=f"{config.client_id}-positions")
+                                   config.operation_timeout_s, client_id=f"{config.client_id}-positions",
+                                   security=config.central_security)
         self._started = False
 
     async def start(self) -> None:
@@ -65,6 +67,7 @@ class Central:
             max_batch_size=512 * 1024, max_request_size=8 * 1024 * 1024,
             linger_ms=5, retry_backoff_ms=10,
             request_timeout_ms=int(cfg.operation_timeout_s * 1000),
+            **cfg.central_security.client_kwargs(),
         )
         try:
             async with asyncio.timeout(cfg.operation_timeout_s):

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
+from service_kit import kafka_security
 from service_kit.admin import serve_admin
 from service_kit.config import EnvArgumentParser
 from service_kit.logs import configure_logging
@@ -80,6 +81,8 @@ def build_parser() -> EnvArgumentParser:
     p.add_argument("--admin-port", type=int, default=39181, env="GEO_MIRROR_ADMIN_PORT",
                    help="/metrics and /status (0: pick a free port)")
     p.add_argument("--log-level", default="info", env="GEO_MIRROR_LOG_LEVEL")
+    kafka_security.add_arguments(p, "central", "GEO_MIRROR_CENTRAL", "the central Kafka")
+    kafka_security.add_arguments(p, "source", "GEO_MIRROR_SOURCE", "every source region's Kafka")
     return p
 
 
@@ -106,6 +109,8 @@ def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: igno
         heartbeats=not args.no_heartbeats, heartbeat_topic=args.heartbeat_topic,
         compression=None if args.compression == "none" else args.compression,
         client_id=args.client_id,
+        central_security=kafka_security.from_args(args, "central", "GEO_MIRROR_CENTRAL"),
+        source_security=kafka_security.from_args(args, "source", "GEO_MIRROR_SOURCE"),
     )
     if config.refresh_interval_s <= 0 or config.batch_interval_ms <= 0 or config.max_batch_records <= 0 \
             or config.transaction_interval_ms < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mirror.policy import ReplicationPolicy, TopicFilter
+from service_kit.kafka_security import PLAINTEXT, KafkaSecurity
 
 
 @dataclass(frozen=True)
@@ -35,3 +36,6 @@ class MirrorConfig:
     heartbeat_interval_s: float = 1.0
     compression: str | None = "lz4"
     client_id: str = "geo-mirror"
+    #: how to connect to the central cluster and to every source region (TLS, SASL)
+    central_security: KafkaSecurity = PLAINTEXT
+    source_security: KafkaSecurity = PLAINTEXT

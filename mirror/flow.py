@@ -41,6 +41,7 @@ from mirror.topic_sync import TopicSync
 from service_kit.aiokafka_internals import coordination_ended
 from service_kit.bounded import settle
 from service_kit.histograms import observe_many
+from service_kit.kafka_security import explain
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class RegionFlow:
         self._round_started = 0.0
         self._last_ok = 0.0
         self.up = False
+        self.last_error: str | None = None
         self.metrics.region_up.labels(region).set(0)
 
     # ----------------------------------------------------------------- lifecycle
@@ -88,8 +90,9 @@ class RegionFlow:
                 except Exception as exc:  # noqa: BLE001 - one region's trouble stays in its flow
                     self._set_up(False)
                     self._error(type(exc).__name__)
+                    self.last_error = await explain(exc, self.bootstrap, self.cfg.source_security)
                     log.warning("region flow failed, retrying", extra={
-                        "region": self.region, "error": repr(exc)})
+                        "region": self.region, "error": self.last_error})
                 finally:
                     await self._teardown()
                 if time.monotonic() - started > 60:
@@ -101,7 +104,7 @@ class RegionFlow:
 
     def status(self) -> dict[str, object]:
         parts = self.assignments.partitions() if self.assignments is not None else []
-        return {"bootstrap": self.bootstrap, "up": self.up,
+        return {"bootstrap": self.bootstrap, "up": self.up, "error": None if self.up else self.last_error,
                 "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in parts),
                 "topics": sorted(self.topics.subscribed)}
 
@@ -125,10 +128,11 @@ class RegionFlow:
             fetch_max_wait_ms=500, max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024, rebalance_timeout_ms=rebalance_ms,
             request_timeout_ms=max(timeout_ms, 20000, rebalance_ms + 5000),  # a JoinGroup waits
+            **cfg.source_security.client_kwargs(),
         )
         self._admin = admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap, client_id=f"{cfg.client_id}-{self.region}-admin",
-            request_timeout_ms=timeout_ms)
+            request_timeout_ms=timeout_ms, **cfg.source_security.client_kwargs())
         self.assignments = Assignments(self.region, cfg, self.central, self.metrics, consumer)
         self._committer = (ExactlyOnceCommitter(self.central, cfg.operation_timeout_s)
                            if cfg.exactly_once else
@@ -148,7 +152,8 @@ class RegionFlow:
             owner = self.assignments
             tasks.append(asyncio.create_task(emit_heartbeats(
                 self.region, self.bootstrap, cfg.heartbeat_topic, cfg.heartbeat_interval_s,
-                lambda: owner.owns(hb), cfg.operation_timeout_s), name=f"heartbeat-{self.region}"))
+                lambda: owner.owns(hb), cfg.operation_timeout_s, cfg.source_security),
+                name=f"heartbeat-{self.region}"))
         try:
             while True:
                 for task in tasks:

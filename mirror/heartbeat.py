@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from mirror.backoff import Backoff
+from service_kit.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
@@ -26,14 +27,17 @@ async def ensure_heartbeat_topic(admin: AIOKafkaAdminClient, topic: str) -> None
     """Create the one-partition heartbeat topic when missing."""
     if topic in await admin.list_topics():
         return
-    result = (await admin.create_topics([NewTopic(topic, 1, 1)])).to_object()
+    # aiokafka's CreateTopics cannot ask for the broker's default replication factor (v4+)
+    brokers = len((await admin.describe_cluster())["brokers"])
+    result = (await admin.create_topics([NewTopic(topic, 1, min(3, max(1, brokers)))])).to_object()
     code = result["topic_errors"][0]["error_code"]
     if code not in (0, _TOPIC_ALREADY_EXISTS):
         raise RuntimeError(f"create {topic}: error {code}")
 
 
 async def emit_heartbeats(region: str, bootstrap: str, topic: str, interval_s: float,
-                          should_emit: Callable[[], bool], timeout_s: float = 10.0) -> None:
+                          should_emit: Callable[[], bool], timeout_s: float = 10.0,
+                          security: KafkaSecurity = PLAINTEXT) -> None:
     """Send ``{"region": ..., "ts": ms}`` keyed by region every ``interval_s`` while
     ``should_emit()`` (only the worker that copies the heartbeat partition emits). Runs until
     cancelled; retries with backoff when the region does not answer."""
@@ -41,7 +45,8 @@ async def emit_heartbeats(region: str, bootstrap: str, topic: str, interval_s: f
     while True:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                     client_id=f"geo-mirror-heartbeat-{region}",
-                                    request_timeout_ms=int(timeout_s * 1000))
+                                    request_timeout_ms=int(timeout_s * 1000),
+                                    **security.client_kwargs())
         try:
             await asyncio.wait_for(producer.start(), timeout_s)
             while True:

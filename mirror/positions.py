@@ -23,19 +23,23 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from service_kit.kafka_security import PLAINTEXT, KafkaSecurity
+
 
 class Positions:
     """Reads (and, at-least-once, commits) positions in the central ``group_id``."""
 
     def __init__(self, bootstrap: str, group_id: str, timeout_s: float = 15.0,
-                 client_id: str = "geo-mirror-positions") -> None:
+                 client_id: str = "geo-mirror-positions", security: KafkaSecurity = PLAINTEXT) -> None:
         self.group_id = group_id
         self._timeout = timeout_s
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                                           enable_auto_commit=False, client_id=client_id,
-                                          request_timeout_ms=int(timeout_s * 1000))
+                                          request_timeout_ms=int(timeout_s * 1000),
+                                          **security.client_kwargs())
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-reader",
-                                          request_timeout_ms=int(timeout_s * 1000))
+                                          request_timeout_ms=int(timeout_s * 1000),
+                                          **security.client_kwargs())
         self._assigned: set[TopicPartition] = set()
         self._started = False
 

@@ -13,6 +13,7 @@ from mirror.config import MirrorConfig
 from mirror.flow import RegionFlow
 from mirror.metrics import MirrorMetrics
 from mirror.regions import RegionSource, check_region
+from service_kit.kafka_security import explain
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class MirrorWorker:
         self._flows: dict[str, tuple[RegionFlow, asyncio.Task[None]]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._started = False
+        self.central_error: str | None = None
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         """Connect to the central cluster, retrying with backoff until it answers (or ``stop``)."""
@@ -35,10 +37,13 @@ class MirrorWorker:
             try:
                 await self.central.start()
                 self._started = True
+                self.central_error = None
             except Exception as exc:  # noqa: BLE001 - central down at start: wait for it
                 self.metrics.set_central_up(False)
                 self.metrics.errors.labels("central", "central_unreachable").inc()
-                log.warning("central cluster not answering", extra={"error": repr(exc)})
+                self.central_error = await explain(exc, self.config.central_bootstrap,
+                                                   self.config.central_security)
+                log.warning("central cluster not answering", extra={"error": self.central_error})
                 await self.central.stop()
                 self.central = Central(self.config, self.metrics)
                 if stop is not None and stop.is_set():
@@ -104,7 +109,9 @@ class MirrorWorker:
         central_up = self.metrics.central_is_up
         regions = {name: flow.status() for name, (flow, _) in self._flows.items()}
         return self._started and central_up, {
-            "central": {"bootstrap": self.config.central_bootstrap, "up": central_up},
+            "central": {"bootstrap": self.config.central_bootstrap, "up": central_up,
+                        "error": self.central_error,
+                        **self.config.central_security.describe()},
             "exactly_once": self.config.exactly_once,
             "regions": regions,
         }

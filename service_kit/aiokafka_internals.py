@@ -45,3 +45,13 @@ def known_partitions(producer: AIOKafkaProducer, topic: str) -> set[int]:
 async def refresh_metadata(producer: AIOKafkaProducer) -> None:
     """Ask for fresh metadata now (a topic created or grown a moment ago)."""
     await producer.client.force_metadata_update()
+
+
+async def open_connection(host: str, port: int, **client_kwargs: object) -> None:
+    """Open (and close) one connection as an aiokafka client would, TLS handshake and SASL
+    authentication included, and let its error through: a client's own bootstrap only says
+    "Unable to bootstrap", the reason (wrong password, unknown CA) goes to its log."""
+    from aiokafka.conn import create_conn
+
+    conn = await create_conn(host, port, request_timeout_ms=10000, **client_kwargs)  # type: ignore[arg-type]
+    conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Iterator
 
@@ -91,7 +92,7 @@ def test_sigterm_drains_before_deregistering(tmp_path, kafka, consul_agent) -> N
     edge.wait_healthy(60)
     wait_until(lambda: edge_health(consul_agent).get("eu-drain-1") == "passing", 30, what="passing")
     seen: list[str] = []
-    edge._proc.terminate()  # type: ignore[union-attr]  # SIGTERM to the edge
+    edge.send(signal.SIGTERM)
 
     def gone() -> bool:  # records every state it passes through on the way
         state = edge_health(consul_agent).get("eu-drain-1", "gone")
@@ -103,7 +104,7 @@ def test_sigterm_drains_before_deregistering(tmp_path, kafka, consul_agent) -> N
         wait_until(gone, 30, interval=0.05, what="the draining edge to deregister")
     except TimeoutError as exc:
         raise AssertionError(f"{exc}; states seen: {seen}") from None
-    assert edge._proc.wait(30) == 0  # type: ignore[union-attr]
+    assert edge.wait(30) == 0
     assert seen[0] == "passing" and seen[-1] == "gone", seen
     assert "critical" in seen, f"deregistered without draining first: {seen}"
 

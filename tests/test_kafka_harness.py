@@ -114,3 +114,46 @@ def test_wan_listener_through_a_cuttable_proxy(kafka_factory, unique_topic) -> N
         assert asyncio.run(_consume(proxy.address, unique_topic, 1)) == [b"via-wan"]
     finally:
         proxy.stop()
+
+
+def test_pid_is_none_once_a_node_has_exited(kafka_factory) -> None:
+    (cluster,) = kafka_factory(1)
+    node = cluster.nodes[0]
+    pid = node.pid
+    assert pid is not None and cluster.pid == pid
+    node.kill()
+    assert node.pid is None and cluster.pid is None and node.returncode == -9
+    node.start()
+    assert node.pid not in (None, pid)
+
+
+def test_three_brokers_replicate_and_ride_over_a_lost_leader(tmp_path, unique_topic) -> None:
+    with KafkaCluster(tmp_path / "three", brokers=3) as cluster:
+        assert len(cluster.bootstrap.split(",")) == 3 and len(set(cluster.pids)) == 3
+        props = (cluster.nodes[0].workdir / "server.properties").read_text()
+        for line in ("default.replication.factor=3", "min.insync.replicas=2",
+                     "unclean.leader.election.enable=false", "transaction.state.log.min.isr=2"):
+            assert line in props
+        asyncio.run(_produce(cluster.bootstrap, unique_topic, [b"1"]))
+        leader = cluster.leader(unique_topic, 0)
+        cluster.node(leader).kill()
+        assert cluster.node(leader).pid is None and len(cluster.pids) == 2
+        # two of three replicas are the ISR minimum: acks=all still succeeds
+        asyncio.run(_produce(cluster.bootstrap, unique_topic, [b"2"]))
+        assert cluster.leader(unique_topic, 0) != leader
+        assert (unique_topic, 0) in cluster.under_replicated()
+        cluster.node(leader).start()
+        cluster.wait_in_sync(90)
+        assert cluster.under_replicated() == []
+        assert sorted(asyncio.run(_consume(cluster.bootstrap, unique_topic, 2))) == [b"1", b"2"]
+    assert cluster.pids == []
+
+
+def test_a_cluster_restarts_with_a_new_object_on_the_same_directory(tmp_path, unique_topic) -> None:
+    first = KafkaCluster(tmp_path / "again").start()
+    asyncio.run(_produce(first.bootstrap, unique_topic, [b"kept"]))
+    first.stop()
+    second = KafkaCluster(tmp_path / "again", port=first.port, controller_port=first.controller_port)
+    assert second.cluster_id == first.cluster_id
+    with second:
+        assert asyncio.run(_consume(second.bootstrap, unique_topic, 1)) == [b"kept"]

@@ -79,6 +79,21 @@ async def test_known_partitions_and_refresh_metadata(kafka: KafkaCluster, unique
         await producer.stop()
 
 
+async def test_open_connection_lets_the_reason_through(kafka: KafkaCluster) -> None:
+    """aiokafka.conn.create_conn opens one connection as a client would and raises the broker's
+    refusal itself (a client's bootstrap only says "Unable to bootstrap"): here a SASL handshake
+    that a plaintext listener cannot do."""
+    import pytest
+    from aiokafka.errors import KafkaError
+
+    host, port = kafka.bootstrap.split(",")[0].rsplit(":", 1)
+    await aiokafka_internals.open_connection(host, int(port), security_protocol="PLAINTEXT")
+    with pytest.raises((KafkaError, OSError)):
+        await aiokafka_internals.open_connection(
+            host, int(port), security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+            sasl_plain_username="u", sasl_plain_password="p")
+
+
 def test_histogram_counts_written_directly_read_as_observations() -> None:
     registry = CollectorRegistry()
     child = Histogram("pin", "x", buckets=(0.1, 1.0), registry=registry)
