@@ -114,6 +114,8 @@ class KafkaNode(ManagedProcess):
     internal_port: int = 0
     wan_port: int = 0
     wan_advertised: str = ""
+    #: Prometheus JMX exporter agent on this port (0: none), see harness.jmx_exporter
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -148,10 +150,19 @@ class KafkaNode(ManagedProcess):
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else ""
+
     def command(self) -> list[str]:
+        extra = self.cluster.jvm_args_for(self)
+        if self.metrics_port:
+            from harness.jmx_exporter import agent_jvm_args
+
+            extra = [*extra, *agent_jvm_args(self.metrics_port)]
         return java_command("kafka.Kafka", str(self.workdir / "server.properties"),
                             heap=self.cluster.heap, log_config=self.workdir / "log4j2.properties",
-                            jvm_args=self.cluster.jvm_args_for(self))
+                            jvm_args=extra)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Block until the node listens and the cluster lists it as a live broker."""
@@ -217,8 +228,9 @@ class KafkaNode(ManagedProcess):
             "num.io.threads": "4" if n == 1 else "2",
             "num.replica.fetchers": "1",
             "log.segment.bytes": str(64 * 1024 * 1024),
-            # a starved 2-core machine must not get a broker fenced by its own controller
-            "broker.session.timeout.ms": "30000" if n == 1 else "9000",
+            # one broker: a starved 2-core machine must not get it fenced by its own controller;
+            # several: a dead broker's partitions move after this session (clients wait it out)
+            "broker.session.timeout.ms": "30000" if n == 1 else "6000",
             "broker.heartbeat.interval.ms": "2000" if n == 1 else "1000",
             # a follower that falls this far behind leaves the ISR (default 30 s)
             "replica.lag.time.max.ms": "10000",
@@ -240,7 +252,8 @@ class KafkaCluster:
     ``workdir`` keeps each node's data, config and logs (one node: in ``workdir`` itself; several:
     ``workdir/node-<id>``), so a stopped cluster starts again with its topics and offsets.
     Several brokers: replication factor 3, ``min.insync.replicas`` 2, no unclean leader election.
-    ``port``/``controller_port``/``wan_port`` are the first node's; ``wan_ports``/
+    ``port``/``controller_port``/``wan_port`` are the first node's (``node_ports``: every
+    node's (client, controller) pair, free ports for the rest); ``wan_ports``/
     ``wan_advertised_all`` give every node's WAN listener (one proxy per broker).
     ``security``: a ``harness.kafka_security.BrokerSecurity`` secures the client (and WAN)
     listeners with TLS and/or SASL; brokers then talk to each other on a plaintext loopback listener.
@@ -261,6 +274,9 @@ class KafkaCluster:
     wan_advertised_all: Sequence[str] = ()
     security: BrokerSecurity | None = None
     jvm_args: Sequence[str] = ()
+    node_ports: Sequence[tuple[int, int]] = ()
+    #: one Prometheus JMX exporter port per node (empty: no exporter)
+    metrics_ports: Sequence[int] = ()
     cluster_id: str = field(default_factory=lambda: _cluster_id())
     nodes: list[KafkaNode] = field(default_factory=list, init=False)
 
@@ -268,16 +284,23 @@ class KafkaCluster:
         self.workdir = Path(self.workdir)
         if self.brokers < 1:
             raise ValueError("a cluster needs at least one broker")
+        single = (self.workdir / "data" / "meta.properties").exists()
+        several = (self.workdir / "node-1" / "data" / "meta.properties").exists()
+        if (self.brokers > 1 and single) or (self.brokers == 1 and several):
+            raise ValueError(f"{self.workdir} holds a cluster of {'one broker' if single else 'several brokers'}, "
+                             f"not {self.brokers}: use another directory (or remove this one)")
         self.cluster_id = self._persisted_cluster_id() or self.cluster_id
         wan_ports = list(self.wan_ports) or ([self.wan_port] if self.wan_port else [])
         wan_adv = list(self.wan_advertised_all) or ([self.wan_advertised] if self.wan_advertised else [])
+        pairs = list(self.node_ports) or [(self.port, self.controller_port)]
         for i in range(self.brokers):
+            port, controller_port = pairs[i] if i < len(pairs) else (0, 0)
             self.nodes.append(KafkaNode(
                 self, node_id=i + 1,
                 workdir=self.workdir if self.brokers == 1 else self.workdir / f"node-{i + 1}",
-                port=self.port if i == 0 else 0,
-                controller_port=self.controller_port if i == 0 else 0,
+                port=port, controller_port=controller_port,
                 wan_port=wan_ports[i] if i < len(wan_ports) else 0,
+                metrics_port=self.metrics_ports[i] if i < len(self.metrics_ports) else 0,
                 wan_advertised=wan_adv[i] if i < len(wan_adv) else ""))
         self.port = self.nodes[0].port
         self.controller_port = self.nodes[0].controller_port

@@ -126,3 +126,45 @@ class TcpProxy:
             await self._open.wait()  # type: ignore[union-attr]  # a cut link stalls, silently
             writer.write(data)
             await writer.drain()
+
+
+@dataclass
+class TcpProxyGroup:
+    """The link to a cluster of several brokers: one ``TcpProxy`` per broker, cut and restored
+    together (each broker advertises its own proxy)."""
+
+    proxies: list[TcpProxy]
+
+    @property
+    def address(self) -> str:
+        """Every proxy's address, comma separated (a bootstrap list)."""
+        return ",".join(self.addresses)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [p.address for p in self.proxies]
+
+    @property
+    def connections(self) -> int:
+        return sum(p.connections for p in self.proxies)
+
+    @property
+    def is_cut(self) -> bool:
+        return all(p.is_cut for p in self.proxies)
+
+    def start(self) -> "TcpProxyGroup":
+        for proxy in self.proxies:
+            proxy.start()
+        return self
+
+    def cut(self) -> None:
+        for proxy in self.proxies:
+            proxy.cut()
+
+    def restore(self) -> None:
+        for proxy in self.proxies:
+            proxy.restore()
+
+    def stop(self) -> None:
+        for proxy in self.proxies:
+            proxy.stop()

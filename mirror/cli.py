@@ -82,7 +82,9 @@ def build_parser() -> EnvArgumentParser:
                    help="/metrics and /status (0: pick a free port)")
     p.add_argument("--log-level", default="info", env="GEO_MIRROR_LOG_LEVEL")
     kafka_security.add_arguments(p, "central", "GEO_MIRROR_CENTRAL", "the central Kafka")
-    kafka_security.add_arguments(p, "source", "GEO_MIRROR_SOURCE", "every source region's Kafka")
+    kafka_security.add_arguments(p, "source", "GEO_MIRROR_SOURCE",
+                                 "every source region's Kafka (a region's own: GEO_MIRROR_SOURCE_<REGION>_USERNAME, "
+                                 "_PASSWORD or _PASSWORD_FILE, _SECURITY_PROTOCOL, _SASL_MECHANISM, _CA_FILE)")
     return p
 
 
@@ -110,7 +112,7 @@ def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: igno
         compression=None if args.compression == "none" else args.compression,
         client_id=args.client_id,
         central_security=kafka_security.from_args(args, "central", "GEO_MIRROR_CENTRAL"),
-        source_security=kafka_security.from_args(args, "source", "GEO_MIRROR_SOURCE"),
+        source_security=kafka_security.from_args(args, "source", "GEO_MIRROR_SOURCE", partial=True),
     )
     if config.refresh_interval_s <= 0 or config.batch_interval_ms <= 0 or config.max_batch_records <= 0 \
             or config.transaction_interval_ms < 0:

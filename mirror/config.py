@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mirror.policy import ReplicationPolicy, TopicFilter
+from service_kit import kafka_security
 from service_kit.kafka_security import PLAINTEXT, KafkaSecurity
 
 
@@ -39,3 +40,10 @@ class MirrorConfig:
     #: how to connect to the central cluster and to every source region (TLS, SASL)
     central_security: KafkaSecurity = PLAINTEXT
     source_security: KafkaSecurity = PLAINTEXT
+
+    def source_security_for(self, region: str) -> KafkaSecurity:
+        """``source_security`` with the region's own settings, when the environment gives any
+        (each managed regional cluster has its own users): ``GEO_MIRROR_SOURCE_<REGION>_USERNAME``,
+        ``..._PASSWORD``/``..._PASSWORD_FILE``, ``..._SECURITY_PROTOCOL``, ``..._SASL_MECHANISM``,
+        ``..._CA_FILE``."""
+        return kafka_security.for_name(self.source_security, "GEO_MIRROR_SOURCE", region)

@@ -74,6 +74,7 @@ class RegionFlow:
         self._last_ok = 0.0
         self.up = False
         self.last_error: str | None = None
+        self.security = config.source_security_for(region)
         self.metrics.region_up.labels(region).set(0)
 
     # ----------------------------------------------------------------- lifecycle
@@ -90,7 +91,7 @@ class RegionFlow:
                 except Exception as exc:  # noqa: BLE001 - one region's trouble stays in its flow
                     self._set_up(False)
                     self._error(type(exc).__name__)
-                    self.last_error = await explain(exc, self.bootstrap, self.cfg.source_security)
+                    self.last_error = await explain(exc, self.bootstrap, self.security)
                     log.warning("region flow failed, retrying", extra={
                         "region": self.region, "error": self.last_error})
                 finally:
@@ -128,11 +129,11 @@ class RegionFlow:
             fetch_max_wait_ms=500, max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024, rebalance_timeout_ms=rebalance_ms,
             request_timeout_ms=max(timeout_ms, 20000, rebalance_ms + 5000),  # a JoinGroup waits
-            **cfg.source_security.client_kwargs(),
+            **self.security.client_kwargs(),
         )
         self._admin = admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap, client_id=f"{cfg.client_id}-{self.region}-admin",
-            request_timeout_ms=timeout_ms, **cfg.source_security.client_kwargs())
+            request_timeout_ms=timeout_ms, **self.security.client_kwargs())
         self.assignments = Assignments(self.region, cfg, self.central, self.metrics, consumer)
         self._committer = (ExactlyOnceCommitter(self.central, cfg.operation_timeout_s)
                            if cfg.exactly_once else
@@ -152,7 +153,7 @@ class RegionFlow:
             owner = self.assignments
             tasks.append(asyncio.create_task(emit_heartbeats(
                 self.region, self.bootstrap, cfg.heartbeat_topic, cfg.heartbeat_interval_s,
-                lambda: owner.owns(hb), cfg.operation_timeout_s, cfg.source_security),
+                lambda: owner.owns(hb), cfg.operation_timeout_s, self.security),
                 name=f"heartbeat-{self.region}"))
         try:
             while True:

@@ -62,6 +62,8 @@ class KafkaSecurity:
     username: str = ""
     password: Secret = field(default_factory=lambda: Secret(""))
     ca_file: str = ""
+    #: credentials may come later (a mirror's per-region users): checked when a client is made
+    partial: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -69,8 +71,8 @@ class KafkaSecurity:
         if self.sasl:
             if self.mechanism not in MECHANISMS:
                 raise KafkaSettingsError(f"SASL mechanism {self.mechanism!r} is not one of {', '.join(MECHANISMS)}")
-            if not self.username or not self.password:
-                raise KafkaSettingsError(f"{self.protocol} needs a user name and a password")
+            if not self.partial:
+                self._check_credentials()
         if self.ca_file and not Path(self.ca_file).is_file():
             raise KafkaSettingsError(f"CA file {self.ca_file} does not exist")
 
@@ -81,6 +83,10 @@ class KafkaSecurity:
     @property
     def sasl(self) -> bool:
         return self.protocol.startswith("SASL_")
+
+    def _check_credentials(self) -> None:
+        if not self.username or not self.password:
+            raise KafkaSettingsError(f"{self.protocol} needs a user name and a password")
 
     def describe(self) -> dict[str, str]:
         """What a log line or ``/status`` may show (no password)."""
@@ -93,6 +99,8 @@ class KafkaSecurity:
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka's producer, consumer and admin client."""
+        if self.sasl:
+            self._check_credentials()
         kwargs: dict[str, Any] = {"security_protocol": self.protocol}
         if self.tls:
             from aiokafka.helpers import create_ssl_context
@@ -122,16 +130,17 @@ def add_arguments(parser: argparse.ArgumentParser, flag: str, env: str, what: st
 
 
 def from_args(args: argparse.Namespace, flag: str, env: str,
-              environ: Mapping[str, str] | None = None) -> KafkaSecurity:
-    """The settings ``add_arguments`` added, the password from its file or ``<env>_PASSWORD``."""
+              environ: Mapping[str, str] | None = None, partial: bool = False) -> KafkaSecurity:
+    """The settings ``add_arguments`` added, the password from its file or ``<env>_PASSWORD``
+    (``partial``: user and password may be missing, to be given per cluster: ``for_name``)."""
     dest = flag.replace("-", "_")
     return from_settings(getattr(args, f"{dest}_security_protocol"), getattr(args, f"{dest}_sasl_mechanism"),
                          getattr(args, f"{dest}_username"), getattr(args, f"{dest}_password_file"),
-                         getattr(args, f"{dest}_ca_file"), env, environ)
+                         getattr(args, f"{dest}_ca_file"), env, environ, partial=partial)
 
 
 def from_settings(protocol: str, mechanism: str, username: str, password_file: str, ca_file: str,
-                  env: str, environ: Mapping[str, str] | None = None) -> KafkaSecurity:
+                  env: str, environ: Mapping[str, str] | None = None, partial: bool = False) -> KafkaSecurity:
     """Settings whose password comes from ``password_file`` or the variable ``<env>_PASSWORD``
     (for configurations that travel as JSON without the password, e.g. to the edge's workers)."""
     environ = os.environ if environ is None else environ
@@ -143,7 +152,38 @@ def from_settings(protocol: str, mechanism: str, username: str, password_file: s
     else:
         password = environ.get(f"{env}_PASSWORD", "")
     return KafkaSecurity(protocol=protocol, mechanism=mechanism, username=username,
-                         password=Secret(password), ca_file=ca_file)
+                         password=Secret(password), ca_file=ca_file, partial=partial)
+
+
+SETTINGS = ("SECURITY_PROTOCOL", "SASL_MECHANISM", "USERNAME", "PASSWORD", "PASSWORD_FILE", "CA_FILE")
+
+
+def for_name(base: KafkaSecurity, env: str, name: str,
+             environ: Mapping[str, str] | None = None) -> KafkaSecurity:
+    """``base`` with the settings given for one cluster by name: ``<env>_<NAME>_USERNAME``,
+    ``..._PASSWORD`` or ``..._PASSWORD_FILE``, ``..._SECURITY_PROTOCOL``, ``..._SASL_MECHANISM``,
+    ``..._CA_FILE`` (``NAME``: upper case, ``-`` as ``_``). For a mirror whose regions each have
+    their own users; regions found at run time (Consul) are looked up when their flow starts."""
+    environ = os.environ if environ is None else environ
+    prefix = f"{env}_{name.upper().replace('-', '_')}_"
+    given = {key: environ[prefix + key] for key in SETTINGS if prefix + key in environ}
+    if not given:
+        return base
+    if "PASSWORD_FILE" in given or "PASSWORD" in given:
+        password_file = given.get("PASSWORD_FILE", "")
+        if password_file:
+            try:
+                password = Secret(Path(password_file).read_text().strip())
+            except OSError as exc:
+                raise KafkaSettingsError(f"cannot read the password file {password_file}: {exc.strerror}") from None
+        else:
+            password = Secret(given["PASSWORD"])
+    else:
+        password = base.password
+    return KafkaSecurity(protocol=given.get("SECURITY_PROTOCOL", base.protocol),
+                         mechanism=given.get("SASL_MECHANISM", base.mechanism),
+                         username=given.get("USERNAME", base.username), password=password,
+                         ca_file=given.get("CA_FILE", base.ca_file))
 
 
 def environment(security: KafkaSecurity, env: str, password_file: Path | None = None) -> dict[str, str]:

@@ -271,3 +271,24 @@ def test_a_wrong_password_is_a_clear_error_not_a_hang(secure: KafkaCluster, tmp_
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+def test_a_mirror_region_can_have_its_own_users(tmp_path: Path) -> None:
+    """Each managed regional cluster has its own users: GEO_MIRROR_SOURCE_<REGION>_* override
+    the source defaults, the password from a file or the variable; the defaults alone may lack
+    credentials (checked when that region's client is made, and named then)."""
+    from mirror.config import MirrorConfig
+
+    secret = tmp_path / "eu.password"
+    secret.write_text("eu-secret")
+    environ = {"GEO_MIRROR_SOURCE_EU_USERNAME": "mirror-eu", "GEO_MIRROR_SOURCE_EU_PASSWORD_FILE": str(secret),
+               "GEO_MIRROR_SOURCE_US_WEST_USERNAME": "mirror-us", "GEO_MIRROR_SOURCE_US_WEST_PASSWORD": "us-secret"}
+    base = kafka_security.from_settings("SASL_SSL", "SCRAM-SHA-512", "", "", "", "GEO_MIRROR_SOURCE", {}, partial=True)
+    eu = kafka_security.for_name(base, "GEO_MIRROR_SOURCE", "eu", environ)
+    us = kafka_security.for_name(base, "GEO_MIRROR_SOURCE", "us-west", environ)
+    assert (eu.username, eu.password.reveal(), eu.protocol) == ("mirror-eu", "eu-secret", "SASL_SSL")
+    assert (us.username, us.password.reveal()) == ("mirror-us", "us-secret")
+    lone = kafka_security.for_name(base, "GEO_MIRROR_SOURCE", "ap", environ)
+    with pytest.raises(KafkaSettingsError, match="needs a user name and a password"):
+        lone.client_kwargs()
+    assert MirrorConfig("c:9092").source_security_for("eu").protocol == "PLAINTEXT"
