@@ -15,6 +15,7 @@ module "edge_region" {
   ssh_public_key    = var.ssh_public_key
   edge              = var.edge
   kafka             = var.kafka
+  kafka_ca_pem      = var.kafka_ca_pem
   consul            = var.consul
   origin_mode       = var.origin_mode
 }
@@ -32,15 +33,18 @@ module "central_region" {
   ssh_public_key    = var.ssh_public_key
   edge              = var.edge
   kafka             = var.kafka
+  kafka_ca_pem      = var.kafka_ca_pem
   consul            = var.consul
   central           = var.central
 
-  # The mirror consumes every edge region's Kafka over the public SASL_SSL listener.
+  # The mirror consumes every edge region's Kafka over the public SASL_SSL listener (CA: kafka_ca_pem).
   mirror_sources = {
     for name, region in module.edge_region : name => {
-      bootstrap = region.kafka_public_bootstrap
-      username  = region.kafka_mirror_username
-      password  = region.kafka_mirror_password
+      bootstrap         = region.kafka_public_bootstrap
+      security_protocol = region.kafka_security.public_security_protocol
+      sasl_mechanism    = region.kafka_security.sasl_mechanism
+      username          = region.kafka_mirror_username
+      password          = region.kafka_mirror_password
     }
   }
 }

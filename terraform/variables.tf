@@ -198,6 +198,17 @@ variable "kafka" {
   }
 }
 
+variable "kafka_ca_pem" {
+  description = "The CA certificate of the managed Kafka's TLS listener (Yandex: https://storage.yandexcloud.net/cloud-certs/CA.pem), PEM. Written to /etc/geoingest/kafka-ca.pem on every VM whose component connects with SASL_SSL (today the mirror, to the edge regions' public listeners) and passed as its GEO_*_CA_FILE; null: the system's CAs, which do not include Yandex's."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.kafka_ca_pem == null || can(regex("^(-----BEGIN CERTIFICATE-----\\r?\\n[A-Za-z0-9+/=\\r\\n]+-----END CERTIFICATE-----\\s*)+$", trimspace(coalesce(var.kafka_ca_pem, "-"))))
+    error_message = "kafka_ca_pem must be one or more PEM certificates (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----), e.g. the contents of Yandex's CA.pem."
+  }
+}
+
 variable "consul" {
   description = "Consul servers per region (one datacenter each; 3 or 5 for a quorum) and their image (1.14.11: the version every test runs; 1.14-1.16 are MPL-2.0)."
   type = object({

@@ -88,11 +88,16 @@ module "edge_group" {
   settings           = var.edge
   image              = var.image
   kafka_bootstrap    = module.kafka.bootstrap
-  kafka_username     = "edge"
-  kafka_password     = module.kafka.passwords["edge"]
-  consul_url         = module.consul.http_url
-  ssh_public_key     = var.ssh_public_key
-  public_ips         = var.origin_mode == "instances"
+  kafka_security = {
+    security_protocol = module.kafka.security_protocol
+    sasl_mechanism    = module.kafka.sasl_mechanism
+  }
+  kafka_username = module.kafka.usernames["edge"]
+  kafka_password = module.kafka.passwords["edge"]
+  kafka_ca_pem   = var.kafka_ca_pem
+  consul_url     = module.consul.http_url
+  ssh_public_key = var.ssh_public_key
+  public_ips     = var.origin_mode == "instances"
 }
 
 module "central_host" {
@@ -107,11 +112,22 @@ module "central_host" {
   settings           = var.central
   image              = var.image
   kafka_bootstrap    = module.kafka.bootstrap
+  kafka_security = {
+    security_protocol = module.kafka.security_protocol
+    sasl_mechanism    = module.kafka.sasl_mechanism
+  }
   kafka_users = {
-    mirror  = { username = "mirror", password = module.kafka.passwords["mirror"] }
-    central = { username = "central", password = module.kafka.passwords["central"] }
+    mirror  = { username = module.kafka.usernames["mirror"], password = module.kafka.passwords["mirror"] }
+    central = { username = module.kafka.usernames["central"], password = module.kafka.passwords["central"] }
+  }
+  # Every source is this cloud's managed Kafka seen from outside its VPC: the public listener's
+  # protocol and mechanism are the mirror's defaults for sources; each source also names its own.
+  source_security = {
+    security_protocol = module.kafka.public_security_protocol
+    sasl_mechanism    = module.kafka.sasl_mechanism
   }
   mirror_sources = var.mirror_sources
+  kafka_ca_pem   = var.kafka_ca_pem
   consul_url     = module.consul.http_url
   ssh_public_key = var.ssh_public_key
 }

@@ -19,7 +19,7 @@ output "kafka_public_bootstrap" {
 
 output "kafka_mirror_username" {
   description = "SASL user the mirror reads this region's Kafka as."
-  value       = "mirror"
+  value       = module.kafka.usernames["mirror"]
 }
 
 output "kafka_mirror_password" {
@@ -36,4 +36,24 @@ output "consul_addresses" {
 output "central_url" {
   description = "Central region: geo-central's URL inside the network (null elsewhere)."
   value       = local.is_edge ? null : "http://${module.central_host[0].address}:${var.central.http_port}"
+}
+
+output "kafka_security" {
+  description = "How to connect to this region's Kafka: security_protocol (of kafka_bootstrap, in the VPC), public_security_protocol (of kafka_public_bootstrap), sasl_mechanism."
+  value = {
+    security_protocol        = module.kafka.security_protocol
+    public_security_protocol = module.kafka.public_security_protocol
+    sasl_mechanism           = module.kafka.sasl_mechanism
+  }
+}
+
+output "kafka_usernames" {
+  description = "SASL user name per component connecting to this region's Kafka (edge regions: edge, mirror; central: mirror, central)."
+  value       = module.kafka.usernames
+}
+
+output "kafka_passwords" {
+  description = "SASL password per component, keyed like kafka_usernames."
+  value       = module.kafka.passwords
+  sensitive   = true
 }

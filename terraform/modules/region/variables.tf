@@ -75,8 +75,20 @@ variable "origin_mode" {
 }
 
 variable "mirror_sources" {
-  description = "Central region only: the edge regions' Kafka, name => {bootstrap, username, password}."
-  type        = map(object({ bootstrap = string, username = string, password = string }))
-  default     = {}
-  sensitive   = true
+  description = "Central region only: the edge regions' Kafka, name => {bootstrap, security_protocol, sasl_mechanism, username, password}."
+  type = map(object({
+    bootstrap         = string
+    security_protocol = string
+    sasl_mechanism    = string
+    username          = string
+    password          = string
+  }))
+  default   = {}
+  sensitive = true
+}
+
+variable "kafka_ca_pem" {
+  description = "PEM CA certificate of the managed Kafka's TLS listener, written to a file for every component that connects with SSL/SASL_SSL (null: the system's CAs)."
+  type        = string
+  default     = null
 }

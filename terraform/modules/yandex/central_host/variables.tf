@@ -38,6 +38,22 @@ variable "kafka_bootstrap" {
   type        = string
 }
 
+variable "kafka_security" {
+  description = "How geo-mirror and geo-central connect to kafka_bootstrap: {security_protocol, sasl_mechanism}."
+  type        = object({ security_protocol = string, sasl_mechanism = string })
+}
+
+variable "source_security" {
+  description = "The mirror's defaults for source regions (GEO_MIRROR_SOURCE_*): {security_protocol, sasl_mechanism}; each mirror_sources entry also gives its own."
+  type        = object({ security_protocol = string, sasl_mechanism = string })
+}
+
+variable "kafka_ca_pem" {
+  description = "PEM CA certificate of the managed Kafka's TLS listener, written to /etc/geoingest/kafka-ca.pem and passed as GEO_*_CA_FILE to each connection that uses SSL or SASL_SSL (null: the system's CAs)."
+  type        = string
+  default     = null
+}
+
 variable "kafka_users" {
   description = "Central Kafka SASL credentials: {mirror = {username, password}, central = {username, password}}."
   type        = map(object({ username = string, password = string }))
@@ -45,13 +61,19 @@ variable "kafka_users" {
 }
 
 variable "mirror_sources" {
-  description = "Edge regions the mirror reads: name => {bootstrap, username, password} (SASL_SSL)."
-  type        = map(object({ bootstrap = string, username = string, password = string }))
-  sensitive   = true
+  description = "Edge regions the mirror reads: name => {bootstrap, security_protocol, sasl_mechanism, username, password}."
+  type = map(object({
+    bootstrap         = string
+    security_protocol = string
+    sasl_mechanism    = string
+    username          = string
+    password          = string
+  }))
+  sensitive = true
 }
 
 variable "consul_url" {
-  description = "HTTP address of a Consul server of the central datacenter."
+  description = "HTTP address of a Consul server of the central datacenter (not passed to the containers: geo-central has no Consul setting, and geo-mirror gets its regions as --region, not from Consul)."
   type        = string
 }
 

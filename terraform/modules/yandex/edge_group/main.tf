@@ -5,6 +5,14 @@ data "yandex_compute_image" "coi" {
   family = "container-optimized-image"
 }
 
+locals {
+  # The CA goes to the VM (cloud-init) and into the container (read-only mount) only when the
+  # edges' Kafka listener is TLS; inside the VPC it is SASL_PLAINTEXT (no CA needed).
+  kafka_tls     = contains(["SSL", "SASL_SSL"], var.kafka_security.security_protocol)
+  kafka_ca_pem  = local.kafka_tls ? var.kafka_ca_pem : null
+  kafka_ca_file = local.kafka_ca_pem == null ? "" : "/etc/geoingest/kafka-ca.pem"
+}
+
 resource "yandex_iam_service_account" "edges" {
   name      = "geoingest-${var.name}-edges"
   folder_id = var.folder_id
@@ -57,12 +65,17 @@ resource "yandex_compute_instance_group" "edges" {
         metrics_port    = var.settings.metrics_port
         workers         = var.settings.workers
         kafka_bootstrap = var.kafka_bootstrap
+        kafka_protocol  = var.kafka_security.security_protocol
+        kafka_mechanism = var.kafka_security.sasl_mechanism
         kafka_username  = var.kafka_username
         kafka_password  = var.kafka_password
+        kafka_ca_file   = local.kafka_ca_file
         consul_url      = var.consul_url
       })
       user-data = templatefile("${path.module}/templates/cloud-init.yaml.tftpl", {
         ssh_public_key = var.ssh_public_key
+        kafka_ca_pem   = local.kafka_ca_pem
+        kafka_ca_file  = local.kafka_ca_file
       })
     }
   }

@@ -38,6 +38,17 @@ variable "kafka_bootstrap" {
   type        = string
 }
 
+variable "kafka_security" {
+  description = "How the edges connect to kafka_bootstrap: {security_protocol, sasl_mechanism} (the kafka module's outputs)."
+  type        = object({ security_protocol = string, sasl_mechanism = string })
+}
+
+variable "kafka_ca_pem" {
+  description = "PEM CA certificate of the Kafka listener, written to the VMs and passed as GEO_EDGE_KAFKA_CA_FILE when security_protocol is SSL or SASL_SSL (null: the system's CAs)."
+  type        = string
+  default     = null
+}
+
 variable "kafka_username" {
   description = "SASL user the edges produce as."
   type        = string
