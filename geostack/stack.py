@@ -6,27 +6,45 @@ discovered in Consul), ``geo-central`` with its dashboard. In front: the geo rou
 
 ``LocalStack(workdir, fixed_ports=True)`` uses the ports of ``regions.yaml`` (``make up``);
 ``fixed_ports=False`` takes free loopback ports (tests, benchmarks).
+
+A stack started again on the same ``workdir`` keeps its data (Kafka logs, Consul state, the chdb
+table) and its ACL tokens: the management token and the services' tokens are kept in
+``workdir/consul/acl-tokens.json`` (mode 0600) and reused. Consul's persisted ACL state is why:
+a secondary datacenter that has replicated tokens once answers "ACL not found" for a token it has
+not replicated yet (it no longer asks the primary), so tokens made new on every start were refused
+in ``eu`` and ``us`` until replication caught up (``make up`` twice failed registering Kafka).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 
 from harness.consul import ConsulAgent, ConsulPorts, start_agents
 from harness.kafka import KafkaCluster
 from harness.ports import free_port
 from harness.tcp_proxy import TcpProxy
-from harness.process import wait_until
 from geostack.processes import ServiceProcess, python_entry
 from service_kit.regions import Regions, load_regions
+from service_kit.wait import wait_until
 
 log = logging.getLogger(__name__)
+
+# the stack's Consul tokens: name -> (policies, description)
+STACK_TOKENS: dict[str, tuple[tuple[str, ...], str]] = {
+    "edge": (("edge",), "geoingest edges"),
+    "mirror": (("mirror",), "geoingest mirror"),
+    "georouter": (("georouter",), "geoingest geo router"),
+    "kafka-registrar": (("kafka-registrar",), "geoingest kafka registrar"),
+}
 
 
 @dataclass
@@ -200,18 +218,83 @@ class LocalStack:
         if self.fixed_ports:
             base = int(self.regions.local.get("consul_http_port", 8500))
             ports = [ConsulPorts(http=base + i) for i in range(len(dcs))]
+        acl_args: dict[str, str] = {}
+        kept: dict[str, str] = {}
+        if self.acl:
+            saved = self._read_acl_tokens()
+            kept = dict(saved.get("tokens") or {})
+            # the same management token on every start: it is the secondaries' agent and
+            # replication token, which they must find in their persisted, replicated ACL state
+            acl_args["management_token"] = str(saved.get("management") or uuid.uuid4())
+            self._write_acl_tokens(acl_args["management_token"], kept)
         agents = start_agents(dcs, self.workdir / "consul", acl=self.acl, dev=False, ports=ports,
-                              extra_config={"ui_config": {"enabled": True}})
+                              extra_config={"ui_config": {"enabled": True}}, **acl_args)
         self.consul = {a.datacenter: a for a in agents}
         if self.acl:
             primary = self.consul[central_dc]
             primary.apply_policies()
-            self.tokens = {
-                "edge": primary.create_token(["edge"], "geoingest edges"),
-                "mirror": primary.create_token(["mirror"], "geoingest mirror"),
-                "georouter": primary.create_token(["georouter"], "geoingest geo router"),
-                "kafka-registrar": primary.create_token(["kafka-registrar"], "geoingest kafka registrar"),
-            }
+            self.tokens = {name: self._stack_token(primary, kept.get(name), policies, description)
+                           for name, (policies, description) in STACK_TOKENS.items()}
+            self._write_acl_tokens(primary.management_token, self.tokens)
+            self._wait_tokens_everywhere()
+
+    @property
+    def acl_tokens_path(self) -> Path:
+        """Where the stack keeps its Consul ACL tokens between starts (mode 0600)."""
+        return Path(self.workdir) / "consul" / "acl-tokens.json"
+
+    def _read_acl_tokens(self) -> dict:
+        try:
+            doc = orjson.loads(self.acl_tokens_path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def _write_acl_tokens(self, management: str, tokens: dict[str, str]) -> None:
+        """Write the file readable by this user only, atomically (a half-written file would lose
+        the management token of a persisted Consul state)."""
+        path = self.acl_tokens_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)  # also when an older tmp file was wider
+            out.write(orjson.dumps({"management": management, "tokens": tokens},
+                                   option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _stack_token(primary: ConsulAgent, secret: str | None, policies: tuple[str, ...],
+                     description: str) -> str:
+        """The kept token when the primary still knows it with exactly ``policies``; else a new
+        one (a kept token with other policies is deleted)."""
+        if secret:
+            answer = primary.request("GET", "/v1/acl/token/self", token=secret)
+            if answer.status_code == 200:
+                held = sorted(p.get("Name", "") for p in answer.json().get("Policies") or [])
+                if held == sorted(policies):
+                    return secret
+                primary.delete_token(secret)
+            log.info("stack Consul token %r not reusable (HTTP %s): creating a new one",
+                     description, answer.status_code)
+        return primary.create_token(list(policies), description)
+
+    def _wait_tokens_everywhere(self, timeout: float = 60.0) -> None:
+        """Wait until every datacenter resolves the stack's tokens: a new token reaches a
+        secondary by ACL replication only (see the module docstring)."""
+        secrets = [self.primary.management_token, *self.tokens.values()]
+
+        def known() -> bool:
+            try:
+                return all(agent.request("GET", "/v1/acl/token/self", token=secret,
+                                         timeout=2.0).status_code == 200
+                           for agent in self.consul.values() for secret in secrets)
+            except httpx.HTTPError:
+                return False
+
+        wait_until(known, timeout, interval=0.25, what="the stack's ACL tokens in every Consul datacenter")
 
     def _register_kafka(self) -> None:
         """Each Kafka cluster becomes service ``kafka`` in its datacenter, bootstrap in meta."""
