@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from harness.jmx_exporter import agent_jar
 from harness.kafka import kafka_libs, start_clusters
 
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "fetch":
         print(kafka_libs())
+        print(agent_jar())
         return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="geo-kafka-"))
     clusters = start_clusters(len(args.names) if args.names else args.count, workdir, names=args.names)
