@@ -57,11 +57,11 @@ bench-central: deps  ## loader rate into chdb and dashboard query latency at 10M
 fuzz-edge: deps  ## a bounded schemathesis run against a live edge (last line: JSON summary)
 	$(BIN)/python -m bench.fuzz --examples 100
 
-bench-stack: deps  ## the whole stack under load and a soak
-	$(BIN)/python -m bench.stack
+bench-stack: deps  ## the whole stack under load and a soak (BROKERS=3: three brokers per cluster)
+	$(BIN)/python -m bench.stack $(if $(BROKERS),--brokers $(BROKERS)) $(BENCH_ARGS)
 
-up: deps  ## the local geo stack: 3 Kafka clusters, Consul, 4 edges, mirror, central, geo router
-	$(BIN)/python -m geostack.up
+up: deps  ## the local geo stack: 3 Kafka clusters, Consul, 4 edges, mirror, central, geo router (BROKERS=3: three brokers per cluster)
+	$(BIN)/python -m geostack.up $(if $(BROKERS),--brokers $(BROKERS)) $(UP_ARGS)
 
 demo: deps  ## the local stack, simulated clients, a regional failover, a JSON summary
 	$(BIN)/python -m geostack.demo

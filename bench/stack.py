@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sustained-seconds", type=float, default=120.0,
                         help="the run at --rate (long enough for the central table's merges to matter)")
     parser.add_argument("--warmup-seconds", type=float, default=10.0)
+    parser.add_argument("--brokers", type=int, default=1,
+                        help="Kafka brokers per cluster (3: replication factor 3, min.insync.replicas 2)")
     parser.add_argument("--soak-seconds", type=float, default=600.0, help="0: no soak")
     parser.add_argument("--soak-rate", type=float, default=6_000.0,
                         help="events/s during the soak (below what the stack sustains end to end)")
@@ -72,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--runs: unknown run in {args.runs!r}")
     configure_logging("warning", service="bench-stack")
     workdir = Path(tempfile.mkdtemp(prefix="geo-bench-stack-"))
-    result: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cores": os.cpu_count()}
-    with LocalStack(workdir) as stack:
+    result: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cores": os.cpu_count(),
+                                 "brokers_per_cluster": args.brokers}
+    with LocalStack(workdir, brokers=args.brokers) as stack:
         say(f"stack up in {workdir}")
         if args.warmup_seconds > 0:
             warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup_seconds, "rate": args.rate / 5})

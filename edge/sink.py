@@ -199,7 +199,9 @@ class KafkaSink:
 
     async def _probe(self) -> None:
         assert self.producer is not None
-        md = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), min(5.0, self.timeout))
+        # the same budget as a produce: while a killed broker's partitions move (its session
+        # expiring, maybe a new active controller) metadata can take as long as the acks do
+        md = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), self.timeout)
         if not md.available_partitions_for_topic(self.topic):
             raise KafkaError(f"no partition of {self.topic} has a leader")
         if self.batching is not None:

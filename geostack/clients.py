@@ -82,7 +82,7 @@ async def run_clients(url: str, countries: list[str], *, events_per_country: int
     async def client(country: str, index: int) -> None:
         source = f"{COUNTRY_SOURCES[country]}.0.{index + 1}"
         connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=1)
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15.0),
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30.0),
                                          skip_auto_headers=("User-Agent",)) as http:
             seq = 0
             next_at = time.monotonic() + random.random() * interval

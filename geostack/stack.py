@@ -24,6 +24,7 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import httpx
 import orjson
@@ -31,7 +32,7 @@ import orjson
 from harness.consul import ConsulAgent, ConsulPorts, start_agents
 from harness.kafka import KafkaCluster
 from harness.ports import free_port
-from harness.tcp_proxy import TcpProxy
+from harness.tcp_proxy import TcpProxy, TcpProxyGroup
 from geostack.processes import ServiceProcess, python_entry
 from service_kit.regions import Regions, load_regions
 from service_kit.wait import wait_until
@@ -44,6 +45,7 @@ STACK_TOKENS: dict[str, tuple[tuple[str, ...], str]] = {
     "mirror": (("mirror",), "geoingest mirror"),
     "georouter": (("georouter",), "geoingest geo router"),
     "kafka-registrar": (("kafka-registrar",), "geoingest kafka registrar"),
+    "prometheus": (("prometheus",), "geoingest prometheus"),
 }
 
 
@@ -68,8 +70,11 @@ class LocalStack:
     acl: bool = True
     regions: Regions = field(default_factory=load_regions)
     prometheus_config: Path | None = None
+    #: brokers per Kafka cluster: one number for every region, or region -> number (default: the
+    #: regions file's ``local.brokers`` of each region, else 1)
+    brokers: int | Mapping[str, int] | None = None
     kafka: dict[str, KafkaCluster] = field(default_factory=dict, init=False)
-    wan: dict[str, TcpProxy] = field(default_factory=dict, init=False)
+    wan: dict[str, TcpProxyGroup] = field(default_factory=dict, init=False)
     consul: dict[str, ConsulAgent] = field(default_factory=dict, init=False)
     tokens: dict[str, str] = field(default_factory=dict, init=False)
     edges: list[EdgeNode] = field(default_factory=list, init=False)
@@ -152,6 +157,11 @@ class LocalStack:
         for edge in self.edges:
             urls[f"edge_{edge.node_id}"] = f"http://127.0.0.1:{edge.port}/status"
             urls[f"edge_{edge.node_id}_metrics"] = f"http://127.0.0.1:{edge.metrics_port}/metrics"
+        for region, cluster in self.kafka.items():
+            for node in cluster.nodes:
+                urls[f"kafka_{region}_{node.node_id}_metrics"] = node.metrics_url
+        for dc, agent in self.consul.items():  # with the prometheus token (ACLs on)
+            urls[f"consul_{dc}_metrics"] = f"{agent.url}/v1/agent/metrics?format=prometheus"
         if self.prometheus is not None:
             urls["prometheus"] = f"http://127.0.0.1:{self.prometheus_port}/targets"
         if self.acl:
@@ -165,6 +175,23 @@ class LocalStack:
         """The geo discovery API's view: healthy edge ids per region."""
         doc = httpx.get(f"http://127.0.0.1:{self.router_admin_port}/v1/edges", timeout=2).json()
         return {region: [e["id"] for e in edges] for region, edges in doc.items()}
+
+    def federated(self) -> bool:
+        """Every datacenter answers a catalog query through every other: the WAN federation
+        works (after a Consul outage or hang the primary says "No path to datacenter" until
+        Serf's WAN reconnect, up to about a minute later, while datacenters still list it)."""
+        try:
+            for agent in self.consul.values():
+                for dc in self.consul:
+                    answer = agent.request("GET", "/v1/catalog/services", params={"dc": dc}, timeout=2.0)
+                    if answer.status_code != 200:
+                        return False
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def wait_federated(self, timeout: float = 120.0) -> None:
+        wait_until(self.federated, timeout, interval=0.5, what="every Consul datacenter reachable from every other")
 
     def wait_routable(self, expected: dict[str, int] | None = None, timeout: float = 90.0) -> None:
         """Wait until the router sees ``expected`` healthy edges per region (default: all)."""
@@ -192,20 +219,54 @@ class LocalStack:
         """A cluster per region; an edge region's cluster also listens on a WAN port that the
         mirror reaches only through a cuttable proxy (the link from the region to the centre)."""
         regions = self.regions.regions
-        wan_ports = {r.name: free_port() for r in self.regions.edge_regions}
-        for name, port in wan_ports.items():
-            self.wan[name] = TcpProxy("127.0.0.1", port).start()
-        ports = [(r.local["kafka_port"], r.local["kafka_controller_port"]) if self.fixed_ports else (0, 0)
-                 for r in regions]
-        clusters = [KafkaCluster(self.workdir / "kafka" / r.name, port=p, controller_port=c,
-                                 wan_port=wan_ports.get(r.name, 0),
-                                 wan_advertised=self.wan[r.name].address if r.name in self.wan else "")
-                    for r, (p, c) in zip(regions, ports)]
+        clusters = []
+        for r in regions:
+            n = self.brokers_of(r.name)
+            wan_ports = [free_port() for _ in range(n)] if r.role == "edge" else []
+            if wan_ports:  # one proxy per broker: each broker advertises its own
+                self.wan[r.name] = TcpProxyGroup([TcpProxy("127.0.0.1", p) for p in wan_ports]).start()
+            # fixed ports: the regions file's pair for node 1, the next pairs (+2, +4) for nodes 2, 3
+            node_ports = [(r.local["kafka_port"] + 2 * i, r.local["kafka_controller_port"] + 2 * i)
+                          for i in range(n)] if self.fixed_ports else []
+            # each broker's JMX exporter (Prometheus job kafka): kafka_metrics_port + i - 1 for node i
+            metrics_base = r.local.get("kafka_metrics_port") if self.fixed_ports else None
+            metrics_ports = [metrics_base + i for i in range(n)] if metrics_base else [free_port() for _ in range(n)]
+            clusters.append(KafkaCluster(
+                self.workdir / "kafka" / r.name, brokers=n, node_ports=node_ports, metrics_ports=metrics_ports,
+                heap="384m" if n == 1 else "320m", wan_ports=wan_ports,
+                wan_advertised_all=self.wan[r.name].addresses if wan_ports else ()))
         self.kafka = {r.name: c for r, c in zip(regions, clusters)}
         for cluster in clusters:
             cluster.start(wait=False)
         for cluster in clusters:
             cluster.wait_ready()
+        self._write_kafka_targets()
+
+    def kafka_targets(self) -> list[dict[str, object]]:
+        """Every broker's JMX exporter, as Prometheus file-based discovery reads them."""
+        return [{"targets": [n.metrics_url.removeprefix("http://").removesuffix("/metrics")
+                             for n in cluster.nodes if n.metrics_port],
+                 "labels": {"region": region}} for region, cluster in self.kafka.items()]
+
+    def _write_kafka_targets(self) -> None:
+        """``workdir/prometheus/kafka-targets.json``, which observability/prometheus.yml's
+        ``kafka`` job reads: one, or three brokers per cluster, whatever this start runs."""
+        path = self.workdir / "prometheus" / "kafka-targets.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(orjson.dumps(self.kafka_targets(), option=orjson.OPT_INDENT_2))
+        os.replace(tmp, path)
+
+    def brokers_of(self, region: str) -> int:
+        if isinstance(self.brokers, int):
+            return self.brokers
+        if self.brokers is not None and region in self.brokers:
+            return int(self.brokers[region])
+        return int(self.regions[region].local.get("brokers", 1))
+
+    def replication_of(self, region: str) -> int:
+        """Replication factor of the topics the stack's services create in ``region``."""
+        return min(3, self.brokers_of(region))
 
     def region_bootstrap(self, region: str) -> str:
         """How the centre reaches a region's Kafka: through its WAN link (edge regions)."""
@@ -227,8 +288,11 @@ class LocalStack:
             # replication token, which they must find in their persisted, replicated ACL state
             acl_args["management_token"] = str(saved.get("management") or uuid.uuid4())
             self._write_acl_tokens(acl_args["management_token"], kept)
+        # telemetry: /v1/agent/metrics?format=prometheus (Prometheus job consul)
         agents = start_agents(dcs, self.workdir / "consul", acl=self.acl, dev=False, ports=ports,
-                              extra_config={"ui_config": {"enabled": True}}, **acl_args)
+                              extra_config={"ui_config": {"enabled": True},
+                                            "telemetry": {"prometheus_retention_time": "60s",
+                                                          "disable_hostname": True}}, **acl_args)
         self.consul = {a.datacenter: a for a in agents}
         if self.acl:
             primary = self.consul[central_dc]
@@ -237,6 +301,11 @@ class LocalStack:
                            for name, (policies, description) in STACK_TOKENS.items()}
             self._write_acl_tokens(primary.management_token, self.tokens)
             self._wait_tokens_everywhere()
+        # the token (agent:read) that observability/prometheus.yml's consul job reads; empty without ACLs
+        fd = os.open(self.workdir / "consul" / "prometheus.token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(self.tokens.get("prometheus", ""))
 
     @property
     def acl_tokens_path(self) -> Path:
@@ -297,20 +366,24 @@ class LocalStack:
         wait_until(known, timeout, interval=0.25, what="the stack's ACL tokens in every Consul datacenter")
 
     def _register_kafka(self) -> None:
-        """Each Kafka cluster becomes service ``kafka`` in its datacenter, bootstrap in meta."""
+        """Each Kafka broker becomes an instance of service ``kafka`` in its datacenter with a TCP
+        check of its listener; the region and its (WAN) bootstrap list are in the meta. A
+        one-broker cluster's instance is ``kafka-<region>``, a broker of several ``kafka-<region>-<id>``."""
         for region in self.regions.regions:
             cluster = self.kafka[region.name]
             agent = self.consul[region.consul_datacenter]
-            body = {
-                "ID": f"kafka-{region.name}", "Name": "kafka", "Address": "127.0.0.1",
-                "Port": cluster.port, "Tags": [f"region-{region.name}", region.role],
-                "Meta": {"region": region.name, "bootstrap": self.region_bootstrap(region.name),
-                         "role": region.role},
-                "Check": {"CheckID": f"kafka-{region.name}-tcp", "Name": "kafka listener",
-                          "TCP": cluster.bootstrap, "Interval": "1s", "Timeout": "1s"},
-            }
-            agent.request("PUT", "/v1/agent/service/register", json=body,
-                          token=self.tokens.get("kafka-registrar"), check=True)
+            for node in cluster.nodes:
+                sid = f"kafka-{region.name}" if len(cluster.nodes) == 1 else f"kafka-{region.name}-{node.node_id}"
+                body = {
+                    "ID": sid, "Name": "kafka", "Address": "127.0.0.1",
+                    "Port": node.port, "Tags": [f"region-{region.name}", region.role],
+                    "Meta": {"region": region.name, "bootstrap": self.region_bootstrap(region.name),
+                             "role": region.role, "broker_id": str(node.node_id)},
+                    "Check": {"CheckID": f"{sid}-tcp", "Name": "kafka listener",
+                              "TCP": node.bootstrap, "Interval": "1s", "Timeout": "1s"},
+                }
+                agent.request("PUT", "/v1/agent/service/register", json=body,
+                              token=self.tokens.get("kafka-registrar"), check=True)
 
     def _start_edges(self) -> None:
         for region in self.regions.edge_regions:
@@ -324,6 +397,12 @@ class LocalStack:
                     "GEO_EDGE_LISTEN": f"127.0.0.1:{port}",
                     "GEO_EDGE_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
                     "GEO_EDGE_KAFKA": self.kafka[region.name].bootstrap,
+                    "GEO_EDGE_TOPIC_REPLICATION": str(self.replication_of(region.name)),
+                    # several brokers: an acks=all produce waits out a leader's failover
+                    # instead of answering 503 — a killed broker is fenced after its 6-s session,
+                    # up to ~3 s more when it was the active controller (a new one is elected and
+                    # its session clock starts again); the router waits 20 s for an edge
+                    **({"GEO_EDGE_PRODUCE_TIMEOUT": "15"} if self.brokers_of(region.name) > 1 else {}),
                     "GEO_EDGE_REGION": region.name,
                     "GEO_EDGE_NODE_ID": node_id,
                     "GEO_EDGE_WORKERS": "1",
@@ -358,6 +437,7 @@ class LocalStack:
     def _mirror_process(self, name: str, admin_port: int) -> ServiceProcess:
         env = {
             "GEO_MIRROR_CENTRAL": self.kafka[self.regions.central.name].bootstrap,
+            "GEO_MIRROR_REPLICATION_FACTOR": str(self.replication_of(self.regions.central.name)),
             "GEO_MIRROR_ADMIN_HOST": "127.0.0.1",
             "GEO_MIRROR_ADMIN_PORT": str(admin_port),
             "GEO_MIRROR_CLIENT_ID": f"geo-{name}",
@@ -387,6 +467,7 @@ class LocalStack:
         env = {
             "GEO_ROUTER_HOST": "127.0.0.1",
             "GEO_ROUTER_PORT": str(self.router_port),
+            "GEO_ROUTER_TIMEOUT": "20",
             "GEO_ROUTER_ADMIN_PORT": str(self.router_admin_port),
             "GEO_ROUTER_CONSUL_URL": self.primary.url,
             **({"GEO_ROUTER_CONSUL_TOKEN": self.tokens["georouter"]} if self.acl else {}),

@@ -29,10 +29,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="take free loopback ports instead of regions.yaml's")
     parser.add_argument("--edges-per-region", type=int, default=2)
     parser.add_argument("--no-acl", action="store_true", help="run Consul without ACLs")
+    parser.add_argument("--brokers", type=int, default=None,
+                        help="Kafka brokers per cluster (default: each region's local.brokers in "
+                             "regions.yaml, else 1); 3: replication factor 3, min.insync.replicas 2")
     args = parser.parse_args(argv)
     configure_logging("info", service="geostack")
     stack = LocalStack(args.workdir, fixed_ports=not args.free_ports,
-                       edges_per_region=args.edges_per_region, acl=not args.no_acl,
+                       edges_per_region=args.edges_per_region, acl=not args.no_acl, brokers=args.brokers,
                        prometheus_config=None if args.free_ports else REPO / "observability" / "prometheus.yml")
     print(f"starting the geo stack in {args.workdir} (logs in {args.workdir / 'logs'}) ...", flush=True)
     with stack:
