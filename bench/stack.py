@@ -177,7 +177,9 @@ def soak(stack: LocalStack, args: argparse.Namespace) -> dict[str, object]:
 
 def component_pids(stack: LocalStack) -> dict[str, int]:
     """The root process of every component of the stack, by name."""
-    pids: dict[str, int | None] = {f"kafka-{n}": c.pid for n, c in stack.kafka.items()}
+    pids: dict[str, int | None] = {
+        f"kafka-{n}" if len(c.nodes) == 1 else f"kafka-{n}-{node.node_id}": node.pid
+        for n, c in stack.kafka.items() for node in c.nodes}
     pids |= {f"consul-{n}": a.pid for n, a in stack.consul.items()}
     pids |= {f"edge-{e.node_id}": e.process.pid for e in stack.edges}
     for name in ("mirror", "central", "router"):
