@@ -2,6 +2,14 @@
 accepts new ones without ever answering (a partition, not a refusal); ``restore()`` drops the
 stalled connections (as a real link's TCP sessions would time out) and forwards again.
 
+With a ``link`` (``harness/wan.py``) it is also a WAN of that shape: every chunk read is queued
+and delivered when the link's schedule says (one-way delay, jitter, the bandwidth shared by all
+connections of the link, loss-like stalls), by one sender task per connection and direction that
+sleeps until the head chunk is due: delay is pipelined, so throughput is bandwidth-limited, not
+one chunk per round trip. A direction stops reading while its queue holds more than
+``Direction.queue_limit()`` bytes (backpressure, bounded memory) and reads again below half.
+A cut stops both the readers and the senders; queued chunks die with the connections on restore.
+
 Runs its own event loop (uvloop) in a daemon thread, named ``wan-proxy`` for the OS, so that
 synchronous tests and the local stack can use it.
 """
@@ -10,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import uvloop
 
 from harness.ports import free_port
 from harness.process import name_this_thread
+from harness.wan import Direction, Link
 
 #: the OS name of every proxy thread (benchmarks account its CPU apart from their own)
 THREAD_NAME = "wan-proxy"
@@ -28,6 +39,8 @@ class TcpProxy:
     target_host: str
     target_port: int
     port: int = 0
+    #: the WAN this proxy emulates (None: loopback, bytes pass as they come)
+    link: Link | None = None
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
     _server: asyncio.base_events.Server | None = field(default=None, init=False, repr=False)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set, init=False, repr=False)
@@ -111,8 +124,13 @@ class TcpProxy:
             self._writers.discard(client_w)
             return
         self._writers.add(target_w)
-        await asyncio.gather(self._pipe(client_r, target_w), self._pipe(target_r, client_w),
-                             return_exceptions=True)
+        link = self.link if self.link is not None and not self.link.shape.is_loopback else None
+        if link is None:
+            pipes = (self._pipe(client_r, target_w), self._pipe(target_r, client_w))
+        else:
+            pipes = (self._shaped_pipe(client_r, target_w, link.to_target),
+                     self._shaped_pipe(target_r, client_w, link.to_client))
+        await asyncio.gather(*pipes, return_exceptions=True)
         for writer in (client_w, target_w):
             writer.transport.abort()
             self._writers.discard(writer)
@@ -127,6 +145,62 @@ class TcpProxy:
             writer.write(data)
             await writer.drain()
 
+    async def _shaped_pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           direction: Direction) -> None:
+        """Read as fast as the queue allows; a sender task delivers each chunk when it is due."""
+        queue: deque[tuple[float, bytes]] = deque()  # (due, chunk); b"" is the end of the stream
+        queued = [0]
+        limit = direction.queue_limit()
+        wake, room = asyncio.Event(), asyncio.Event()
+        room.set()
+        opened = self._open
+        assert opened is not None
+
+        async def send() -> None:
+            while True:
+                if not queue:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                wait = queue[0][0] - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # later chunks are due later still: the head stays
+                    continue
+                await opened.wait()  # a cut link stalls, silently
+                now = time.monotonic()
+                while queue and queue[0][0] <= now:
+                    chunk = queue.popleft()[1]
+                    if not chunk:
+                        writer.close()
+                        return
+                    writer.write(chunk)
+                    queued[0] -= len(chunk)
+                if queued[0] <= limit // 2:
+                    room.set()
+                await writer.drain()
+
+        sender = asyncio.ensure_future(send())
+        last = 0.0
+        try:
+            while not sender.done():  # a sender that failed (its peer reset) ends the pipe
+                data = await reader.read(65536)
+                await opened.wait()
+                if data:
+                    last = direction.due(len(data), last)
+                    queued[0] += len(data)
+                queue.append((last, data))
+                wake.set()
+                if not data:
+                    break
+                if queued[0] > limit:
+                    room.clear()
+                    waiter = asyncio.ensure_future(room.wait())
+                    await asyncio.wait([sender, waiter], return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+            await sender
+        finally:
+            sender.cancel()
+
 
 @dataclass
 class TcpProxyGroup:
@@ -134,6 +208,15 @@ class TcpProxyGroup:
     together (each broker advertises its own proxy)."""
 
     proxies: list[TcpProxy]
+
+    @classmethod
+    def to_ports(cls, ports: list[int], link: Link | None = None, host: str = "127.0.0.1") -> "TcpProxyGroup":
+        """A proxy per target port, all on one ``link`` (its bandwidth shared by all of them)."""
+        return cls([TcpProxy(host, p, link=link) for p in ports])
+
+    @property
+    def link(self) -> Link | None:
+        return self.proxies[0].link if self.proxies else None
 
     @property
     def address(self) -> str:

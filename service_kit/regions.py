@@ -1,5 +1,6 @@
 """The regions file (``regions.yaml``): the one source of truth for regions, their Cloudflare
-codes and countries, failover order and the local stack's ports."""
+codes and countries, failover order, each edge region's WAN link to the centre and the local
+stack's ports."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from service_kit.link_shape import LinkShape
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "regions.yaml"
 
@@ -24,6 +27,8 @@ class Region:
     countries: tuple[str, ...] = ()
     failover: tuple[str, ...] = ()
     local: dict[str, Any] = field(default_factory=dict)
+    #: the link between this edge region and the centre (``wan:``), None: not given
+    wan: LinkShape | None = None
 
     @property
     def is_edge(self) -> bool:
@@ -63,7 +68,8 @@ def load_regions(path: str | Path | None = None) -> Regions:
         Region(name=r["name"], role=r["role"], consul_datacenter=r.get("consul_datacenter", r["name"]),
                cloudflare_regions=tuple(r.get("cloudflare_regions", ())),
                countries=tuple(r.get("countries", ())), failover=tuple(r.get("failover", ())),
-               local=dict(r.get("local", {})))
+               local=dict(r.get("local", {})),
+               wan=None if r.get("wan") is None else LinkShape.from_mapping(r["wan"], f"region {r['name']}: wan"))
         for r in doc["regions"]
     )
     result = Regions(domain=doc["domain"], default_region=doc["default_region"],
@@ -83,6 +89,9 @@ def _check(regions: Regions) -> None:
     for region in regions.regions:
         if region.role not in ("edge", "central"):
             raise ValueError(f"region {region.name}: role must be edge or central")
+        if region.wan is not None and not region.is_edge:
+            raise ValueError(f"region {region.name}: wan is an edge region's link to the centre; "
+                             "the central region has none")
         unknown = set(region.failover) - edge_names
         if unknown:
             raise ValueError(f"region {region.name}: failover names unknown edge regions {unknown}")
