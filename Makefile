@@ -57,14 +57,14 @@ bench-central: deps  ## loader rate into chdb and dashboard query latency at 10M
 fuzz-edge: deps  ## a bounded schemathesis run against a live edge (last line: JSON summary)
 	$(BIN)/python -m bench.fuzz --examples 100
 
-bench-stack: deps  ## the whole stack under load and a soak (BROKERS=3: three brokers per cluster)
-	$(BIN)/python -m bench.stack $(if $(BROKERS),--brokers $(BROKERS)) $(BENCH_ARGS)
+bench-stack: deps  ## the whole stack under load and a soak (BROKERS=3: three brokers per cluster; WAN=off: loopback links)
+	$(BIN)/python -m bench.stack $(if $(BROKERS),--brokers $(BROKERS)) $(if $(WAN),--wan $(WAN)) $(BENCH_ARGS)
 
-up: deps  ## the local geo stack: 3 Kafka clusters, Consul, 4 edges, mirror, central, geo router (BROKERS=3: three brokers per cluster)
-	$(BIN)/python -m geostack.up $(if $(BROKERS),--brokers $(BROKERS)) $(UP_ARGS)
+up: deps  ## the local geo stack: 3 Kafka clusters, Consul, 4 edges, mirror, central, geo router (BROKERS=3: three brokers per cluster; WAN=off: loopback links)
+	$(BIN)/python -m geostack.up $(if $(BROKERS),--brokers $(BROKERS)) $(if $(WAN),--wan $(WAN)) $(UP_ARGS)
 
 demo: deps  ## the local stack, simulated clients, a regional failover, a JSON summary
-	$(BIN)/python -m geostack.demo
+	$(BIN)/python -m geostack.demo $(if $(WAN),--wan $(WAN))
 
 compose-gen: venv  ## regenerate docker-compose.geo.yml and the Prometheus configs from regions.yaml
 	$(BIN)/python scripts/gen_compose.py

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-seconds", type=float, default=10.0)
     parser.add_argument("--brokers", type=int, default=1,
                         help="Kafka brokers per cluster (3: replication factor 3, min.insync.replicas 2)")
+    parser.add_argument("--wan", choices=("regions", "off"), default=os.environ.get("GEOINGEST_WAN") or "regions",
+                        help="region -> centre links: regions.yaml's wan: figures (emulated by the proxies, "
+                             "thread wan-proxy) or off (loopback figures); env GEOINGEST_WAN")
     parser.add_argument("--soak-seconds", type=float, default=600.0, help="0: no soak")
     parser.add_argument("--soak-rate", type=float, default=6_000.0,
                         help="events/s during the soak (below what the stack sustains end to end)")
@@ -76,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="geo-bench-stack-"))
     result: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cores": os.cpu_count(),
                                  "brokers_per_cluster": args.brokers}
-    with LocalStack(workdir, brokers=args.brokers) as stack:
-        say(f"stack up in {workdir}")
+    with LocalStack(workdir, brokers=args.brokers, wan_links=args.wan) as stack:
+        result["wan"] = stack.link_shapes()  # region -> the link shape in force (null: loopback)
+        say(f"stack up in {workdir}, WAN links {result['wan']}")
         if args.warmup_seconds > 0:
             warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup_seconds, "rate": args.rate / 5})
             say(f"warm-up: {throughput_run(stack, 'sustained', warm)['events_per_s_acknowledged']} events/s")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-per-country", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s from all clients")
     parser.add_argument("--fixed-ports", action="store_true", help="use regions.yaml's ports (as make up)")
+    parser.add_argument("--wan", choices=("regions", "off"), default=os.environ.get("GEOINGEST_WAN") or "regions",
+                        help="region -> centre links: regions.yaml's wan: figures or off (loopback); env GEOINGEST_WAN")
     args = parser.parse_args(argv)
     configure_logging("warning", service="geostack-demo")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="geo-demo-"))
@@ -39,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, object] = {"workdir": str(workdir)}
     started = time.monotonic()
     say(f"starting the geo stack in {workdir} ...")
-    with LocalStack(workdir, fixed_ports=args.fixed_ports) as stack:
+    with LocalStack(workdir, fixed_ports=args.fixed_ports, wan_links=args.wan) as stack:
+        summary["wan"] = stack.link_shapes()
         say(f"up in {time.monotonic() - started:.0f}s; router {stack.router_url}, dashboard {stack.central_url}/")
         failed_region = stack.regions.edge_regions[-1].name
         other_region = stack.regions[failed_region].failover[0]

@@ -32,8 +32,10 @@ import orjson
 from harness.consul import ConsulAgent, ConsulPorts, start_agents
 from harness.kafka import KafkaCluster
 from harness.ports import free_port
-from harness.tcp_proxy import TcpProxy, TcpProxyGroup
+from harness.tcp_proxy import TcpProxyGroup
+from harness.wan import Link
 from geostack.processes import ServiceProcess, python_entry
+from service_kit.link_shape import LinkShape
 from service_kit.regions import Regions, load_regions
 from service_kit.wait import wait_until
 
@@ -73,6 +75,9 @@ class LocalStack:
     #: brokers per Kafka cluster: one number for every region, or region -> number (default: the
     #: regions file's ``local.brokers`` of each region, else 1)
     brokers: int | Mapping[str, int] | None = None
+    #: the region -> centre links: ``regions`` (each edge region's ``wan:`` figures, emulated by
+    #: its proxies) or ``off`` (loopback); default ``GEOINGEST_WAN``, else ``regions``
+    wan_links: str = field(default_factory=lambda: os.environ.get("GEOINGEST_WAN") or "regions")
     kafka: dict[str, KafkaCluster] = field(default_factory=dict, init=False)
     wan: dict[str, TcpProxyGroup] = field(default_factory=dict, init=False)
     consul: dict[str, ConsulAgent] = field(default_factory=dict, init=False)
@@ -223,8 +228,9 @@ class LocalStack:
         for r in regions:
             n = self.brokers_of(r.name)
             wan_ports = [free_port() for _ in range(n)] if r.role == "edge" else []
-            if wan_ports:  # one proxy per broker: each broker advertises its own
-                self.wan[r.name] = TcpProxyGroup([TcpProxy("127.0.0.1", p) for p in wan_ports]).start()
+            if wan_ports:  # one proxy per broker (each broker advertises its own), one link for all
+                shape = self.link_shape(r.name)
+                self.wan[r.name] = TcpProxyGroup.to_ports(wan_ports, Link(shape) if shape else None).start()
             # fixed ports: the regions file's pair for node 1, the next pairs (+2, +4) for nodes 2, 3
             node_ports = [(r.local["kafka_port"] + 2 * i, r.local["kafka_controller_port"] + 2 * i)
                           for i in range(n)] if self.fixed_ports else []
@@ -267,6 +273,17 @@ class LocalStack:
     def replication_of(self, region: str) -> int:
         """Replication factor of the topics the stack's services create in ``region``."""
         return min(3, self.brokers_of(region))
+
+    def link_shape(self, region: str) -> LinkShape | None:
+        """The shape of ``region``'s link to the centre that the stack emulates (None: loopback)."""
+        if self.wan_links not in ("regions", "off"):
+            raise ValueError(f"wan_links (GEOINGEST_WAN) must be regions or off, not {self.wan_links!r}")
+        return self.regions[region].wan if self.wan_links == "regions" else None
+
+    def link_shapes(self) -> dict[str, dict[str, float] | None]:
+        """Every edge region's emulated link (None: loopback), for reports."""
+        return {r.name: (s.as_dict() if (s := self.link_shape(r.name)) else None)
+                for r in self.regions.edge_regions}
 
     def region_bootstrap(self, region: str) -> str:
         """How the centre reaches a region's Kafka: through its WAN link (edge regions)."""

@@ -8,6 +8,7 @@ clusters, a Consul datacenter per region (ACLs on), two edges per edge region, t
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -32,14 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brokers", type=int, default=None,
                         help="Kafka brokers per cluster (default: each region's local.brokers in "
                              "regions.yaml, else 1); 3: replication factor 3, min.insync.replicas 2")
+    parser.add_argument("--wan", choices=("regions", "off"), default=os.environ.get("GEOINGEST_WAN") or "regions",
+                        help="the links from each edge region to the centre: regions.yaml's wan: figures "
+                             "(emulated in user space) or off (loopback); env GEOINGEST_WAN")
     args = parser.parse_args(argv)
     configure_logging("info", service="geostack")
     stack = LocalStack(args.workdir, fixed_ports=not args.free_ports,
-                       edges_per_region=args.edges_per_region, acl=not args.no_acl, brokers=args.brokers,
+                       edges_per_region=args.edges_per_region, acl=not args.no_acl, brokers=args.brokers, wan_links=args.wan,
                        prometheus_config=None if args.free_ports else REPO / "observability" / "prometheus.yml")
     print(f"starting the geo stack in {args.workdir} (logs in {args.workdir / 'logs'}) ...", flush=True)
     with stack:
-        print("geo stack is up:")
+        print("geo stack is up; WAN links to the centre:", orjson.dumps(stack.link_shapes()).decode())
         for name, url in stack.urls().items():
             print(f"  {name:24} {url}")
         print(orjson.dumps(stack.urls()).decode())
