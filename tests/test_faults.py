@@ -113,6 +113,9 @@ def test_consul_stopped(stack: LocalStack) -> None:
 
 def test_region_cut_off_from_the_centre(stack: LocalStack) -> None:
     link = stack.wan["eu"]
+    if stack.wan_links == "regions":  # the suite runs over the regions file's links by default
+        assert link.link is not None and link.link.shape == stack.regions["eu"].wan
+        assert link.link.to_client.bytes > 0  # the mirror's fetches came through the shaped link
     run_fault(stack, Fault("region eu cut off 20s", inject=link.cut, undo=link.restore))
 
 
