@@ -94,7 +94,8 @@ class TcpProxy:
                 self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
-            self._loop.stop()  # type: ignore[union-attr]
+            # the aborted connections' pipes end within a few iterations: let them, then stop
+            self._loop.call_later(0.2, self._loop.stop)  # type: ignore[union-attr]
         self._loop.call_soon_threadsafe(close)
 
     def _call(self, fn) -> None:  # type: ignore[no-untyped-def]
@@ -195,11 +196,16 @@ class TcpProxy:
                 if queued[0] > limit:
                     room.clear()
                     waiter = asyncio.ensure_future(room.wait())
-                    await asyncio.wait([sender, waiter], return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+                    try:
+                        await asyncio.wait([sender, waiter], return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
             await sender
         finally:
-            sender.cancel()
+            if not sender.done():
+                sender.cancel()
+            elif not sender.cancelled():
+                sender.exception()  # seen: the connection is going down either way
 
 
 @dataclass

@@ -173,6 +173,31 @@ def test_the_cap_is_shared_by_every_connection_of_a_link(echo: EchoServer) -> No
     assert all(r >= 40 / 2 * 0.6 for r in results)  # and neither starved
 
 
+def test_a_receiver_that_does_not_read_stops_the_sender(echo: EchoServer) -> None:
+    """Backpressure: the proxy queues a bounded amount, then stops reading (no unbounded memory)."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does) and never reads
+    shape = LinkShape(rtt_ms=10, bandwidth_mbit=1000)
+    proxy = TcpProxy("127.0.0.1", silent.getsockname()[1], link=Link(shape)).start()
+    pushed = 0
+    try:
+        with connect(proxy) as sock:
+            sock.setblocking(False)
+            chunk = b"x" * 65536
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:  # push for 3 s: at 1000 Mbit/s that would be 375 MB
+                try:
+                    pushed += sock.send(chunk)
+                except BlockingIOError:
+                    time.sleep(0.01)
+    finally:
+        proxy.stop()
+        silent.close()
+    limit = proxy.link.to_target.queue_limit()  # type: ignore[union-attr]
+    print(f"a silent receiver: {pushed / 1e6:.1f} MB accepted from the sender (queue limit {limit / 1e6:.1f} MB)")
+    # the queue, the stream reader's buffer and the kernel's socket buffers on both sides, no more
+    assert pushed < limit + 48 * 2**20
+
+
 def test_stalls_occur_at_about_the_configured_rate(echo: EchoServer) -> None:
     shape = LinkShape(rtt_ms=2, stall_per_mille=50, stall_ms=200)
     proxy = shaped(echo, shape, seed=11)
