@@ -295,3 +295,17 @@ def test_the_central_region_has_no_wan_link(tmp_path) -> None:  # type: ignore[n
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ValueError, match="the central region has none"):
         load_regions(path)
+
+
+def test_the_stack_takes_its_links_from_the_regions_file_or_runs_loopback(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from geostack.stack import LocalStack
+
+    monkeypatch.delenv("GEOINGEST_WAN", raising=False)
+    regions = load_regions()
+    assert LocalStack(tmp_path).link_shape("us") == regions["us"].wan  # the default: the file's links
+    assert LocalStack(tmp_path).link_shapes() == {r.name: r.wan.as_dict() for r in regions.edge_regions if r.wan}
+    assert LocalStack(tmp_path, wan_links="off").link_shapes() == {r.name: None for r in regions.edge_regions}
+    monkeypatch.setenv("GEOINGEST_WAN", "off")
+    assert LocalStack(tmp_path).link_shape("eu") is None
+    with pytest.raises(ValueError, match="must be regions or off"):
+        LocalStack(tmp_path, wan_links="slow").link_shape("eu")
