@@ -1,12 +1,17 @@
 """Mirror benchmark: geo-mirror (exactly-once and at-least-once) against Apache Kafka's
-MirrorMaker 2 (dedicated mode), same machine, same data, in one run.
+MirrorMaker 2 (dedicated mode, at least once and exactly once), same machine, same data, one run.
+
+MirrorMaker 2 runs as its users run it: the JVM options and heap of Kafka's own
+``bin/connect-mirror-maker.sh`` (G1, -Xms256M -Xmx2G), not the harness's C1-only broker options;
+exactly once as Kafka's documentation says (``central.exactly.once.source.support = enabled``,
+``dedicated.mode.enable.internal.rest = true``, ``read_committed`` source consumers).
 
 Throughput: a source topic preloaded with N records (Kafka's ProducerPerformance), the mirror
 started, the rate measured from the first copied record to the last (startup excluded).
 Latency: while the mirror runs, ProducerPerformance writes 10,000 records/s for 10 s and a
 ``read_committed`` consumer of the central topic records now - source timestamp.
 
-    python -m bench.mirror [--records-100 300000] [--records-1k 100000]
+    python -m bench.mirror [--records-100 300000] [--records-1k 100000] [--kinds geo-mirror-eos,mm2-eos]
 
 The last line printed is one JSON object with every figure.
 """
@@ -28,12 +33,16 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from harness.kafka import KafkaCluster, java_command, start_clusters
+from harness.kafka import KAFKA_SCRIPT_JVM_OPTS, KafkaCluster, java_command, start_clusters
+from bench.procfs import cpu_seconds, tree_pids
 from harness.ports import free_port
 from harness.process import spawn, terminate
 from service_kit.wait import wait_until_async
 
 PARTITIONS = 6
+KINDS = ("geo-mirror-eos", "geo-mirror-alo", "mm2-alo", "mm2-eos")
+#: bin/connect-mirror-maker.sh's KAFKA_HEAP_OPTS
+MM2_HEAP = ("256m", "2g")
 LOG4J = """status = warn
 appender.file.type = File
 appender.file.name = file
@@ -88,6 +97,8 @@ class Mirror:
         self.workdir = workdir
         self.port = free_port()
         self.proc: Popen[bytes] | None = None
+        #: more geo-mirror flags (a setting under study, e.g. --transaction-interval-ms 100)
+        self.extra_args: list[str] = []
 
     @property
     def target(self) -> str:
@@ -95,26 +106,8 @@ class Mirror:
 
     def start(self) -> None:
         tag = uuid.uuid4().hex[:6]
-        if self.kind == "mm2":
-            props = self.workdir / f"mm2-{tag}.properties"
-            rf = 1
-            props.write_text("\n".join([
-                "clusters = eu, central",
-                f"eu.bootstrap.servers = {self.source.bootstrap}",
-                f"central.bootstrap.servers = {self.central.bootstrap}",
-                "eu->central.enabled = true", f"eu->central.topics = {self.topic}",
-                "central->eu.enabled = false", "tasks.max = 2",
-                f"replication.factor = {rf}", "refresh.topics.interval.seconds = 5",
-                *(f"{k}.replication.factor = {rf}" for k in (
-                    "checkpoints.topic", "heartbeats.topic", "offset-syncs.topic",
-                    "offset.storage", "status.storage", "config.storage")),
-                "sync.topic.acls.enabled = false", "sync.group.offsets.enabled = false",
-                "emit.checkpoints.enabled = false",
-            ]) + "\n")
-            log4j = self.workdir / f"mm2-{tag}-log4j2.properties"
-            log4j.write_text(LOG4J.format(log=self.workdir / f"mm2-{tag}.log"))
-            argv = java_command("org.apache.kafka.connect.mirror.MirrorMaker", str(props),
-                                heap="512m", log_config=log4j)
+        if self.kind.startswith("mm2"):
+            argv = self._mm2_command(tag)
         else:
             argv = [str(Path(sys.executable).with_name("geo-mirror")),
                     "--central", self.central.bootstrap, "--region", f"eu={self.source.bootstrap}",
@@ -123,7 +116,35 @@ class Mirror:
                     "--transactional-id-prefix", f"bench-{tag}", "--log-level", "warning"]
             if self.kind == "geo-mirror-alo":
                 argv.append("--at-least-once")
+            argv += self.extra_args
         self.proc = spawn(argv, self.workdir / f"{self.kind}-{tag}.log")
+
+    def _mm2_command(self, tag: str) -> list[str]:
+        rf = 1
+        props = self.workdir / f"mm2-{tag}.properties"
+        lines = [
+            "clusters = eu, central",
+            f"eu.bootstrap.servers = {self.source.bootstrap}",
+            f"central.bootstrap.servers = {self.central.bootstrap}",
+            "eu->central.enabled = true", f"eu->central.topics = {self.topic}",
+            "central->eu.enabled = false", "tasks.max = 2",
+            f"replication.factor = {rf}", "refresh.topics.interval.seconds = 5",
+            *(f"{k}.replication.factor = {rf}" for k in (
+                "checkpoints.topic", "heartbeats.topic", "offset-syncs.topic",
+                "offset.storage", "status.storage", "config.storage")),
+            "sync.topic.acls.enabled = false", "sync.group.offsets.enabled = false",
+            "emit.checkpoints.enabled = false",
+        ]
+        if self.kind == "mm2-eos":
+            lines += ["central.exactly.once.source.support = enabled",
+                      "dedicated.mode.enable.internal.rest = true",
+                      f"listeners = http://127.0.0.1:{self.port}",
+                      "eu.consumer.isolation.level = read_committed"]
+        props.write_text("\n".join(lines) + "\n")
+        log4j = self.workdir / f"mm2-{tag}-log4j2.properties"
+        log4j.write_text(LOG4J.format(log=self.workdir / f"mm2-{tag}.log"))
+        return java_command("org.apache.kafka.connect.mirror.MirrorMaker", str(props), heap=MM2_HEAP,
+                            log_config=log4j, jvm_opts=KAFKA_SCRIPT_JVM_OPTS)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -131,35 +152,85 @@ class Mirror:
             self.proc = None
 
     async def copied(self, consumer: AIOKafkaConsumer) -> int:
-        """Records copied so far (ours: committed-records metric; MM2: target end offsets)."""
-        if self.kind == "mm2":
+        """Records copied so far. Ours: the committed-records metric. MirrorMaker 2: the target's
+        last stable offsets (exactly once: transaction markers take offsets too, so the
+        throughput run waits for them to stop moving and times the last change)."""
+        if self.kind.startswith("mm2"):
             return await end_offsets_sum(consumer, self.target)
         return int(await asyncio.to_thread(metric, self.port, "geo_mirror_records_total"))
 
+    def metric_values(self) -> dict[str, float]:
+        """geo-mirror's metrics now (MirrorMaker 2: none)."""
+        if self.kind.startswith("mm2"):
+            return {}
+        return metric_values(httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2).text)
+
+
+def metric_values(text: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        values[name] = float(value)
+    return values
+
+
+def round_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """geo-mirror's own account of its rounds between two snapshots: mean collect and commit
+    time, records per round, (per-partition) transactions committed."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+    def total(prefix: str, label: str = "") -> float:
+        return sum(v for k, v in delta.items() if k.startswith(prefix) and label in k)
+
+    out: dict[str, float] = {}
+    for phase in ("collect", "commit"):
+        count = total("geo_mirror_round_seconds_count", f'phase="{phase}"')
+        if count:
+            out[f"{phase}_ms_mean"] = round(1000 * total("geo_mirror_round_seconds_sum", f'phase="{phase}"') / count, 1)
+    rounds = total("geo_mirror_round_records_count")
+    if rounds:
+        out["rounds"] = rounds
+        out["records_per_round"] = round(total("geo_mirror_round_records_sum") / rounds, 1)
+    out["transactions"] = total("geo_mirror_transactions_total", 'outcome="committed"')
+    return out
+
 
 async def measure_throughput(mirror: Mirror, records: int, size: int, timeout: float) -> dict:
-    consumer = AIOKafkaConsumer(bootstrap_servers=mirror.central.bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=mirror.central.bootstrap, isolation_level="read_committed")
     await consumer.start()
     try:
         mirror.start()
         first_at: float | None = None
         first_count = 0
         done = 0
+        last_change = (0.0, 0)
 
         async def all_copied() -> bool:
-            nonlocal first_at, first_count, done
+            nonlocal first_at, first_count, done, last_change
             done = await mirror.copied(consumer)
             now = time.monotonic()
             if first_at is None and done > 0:
                 first_at, first_count = now, done
+            if done != last_change[1]:
+                last_change = (now, done)
             return done >= records
 
         try:
             await wait_until_async(all_copied, timeout, interval=0.05, what=f"{records} records copied")
+            if mirror.kind == "mm2-eos":
+                # Transaction markers occupy offsets: the last record is in when they stop moving.
+                async def settled() -> bool:
+                    await all_copied()
+                    return time.monotonic() - last_change[0] >= 2.0
+
+                await wait_until_async(settled, 60, interval=0.05, what="target offsets settled")
         except TimeoutError:
             return {"error": f"timed out with {done}/{records}"}
-        elapsed = max(1e-3, time.monotonic() - (first_at or time.monotonic()))
-        rate = (records - first_count) / elapsed
+        finished = last_change[0] if mirror.kind == "mm2-eos" else time.monotonic()
+        elapsed = max(1e-3, finished - (first_at or finished))
+        rate = (records - min(first_count, records)) / elapsed
         return {"records_per_s": round(rate), "mb_per_s": round(rate * size / 1e6, 2),
                 "seconds": round(elapsed, 2)}
     finally:
@@ -205,10 +276,15 @@ async def measure_latency(mirror: Mirror, rate: int, seconds: int, workdir: Path
 async def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     source, central = await asyncio.to_thread(start_clusters, 2, workdir, ["eu", "central"])
-    results: dict = {"machine_cpus": __import__("os").cpu_count(), "partitions": PARTITIONS}
+    results: dict = {"machine_cpus": __import__("os").cpu_count(), "partitions": PARTITIONS,
+                     "mm2_jvm": {"heap": "-Xms256M -Xmx2G", "opts": " ".join(KAFKA_SCRIPT_JVM_OPTS)}}
+    results["geo_mirror_args"] = args.geo_mirror_args
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise SystemExit(f"unknown --kinds {sorted(unknown)}; choose from {','.join(KINDS)}")
     try:
         sizes = {100: args.records_100, 1024: args.records_1k}
-        kinds = ["geo-mirror-eos", "geo-mirror-alo", "mm2"]
         await create_topic(source.bootstrap, "baseline")
         results["baseline_latency_at_10k_no_mirror"] = await measure_latency(
             Mirror("none", source, central, "baseline", workdir), args.rate, args.seconds,
@@ -223,11 +299,24 @@ async def run(args: argparse.Namespace) -> dict:
         for kind in kinds:
             for size, records in sizes.items():
                 mirror = Mirror(kind, source, central, f"b{size}-{kind}", workdir)
+                mirror.extra_args = args.geo_mirror_args.split()
                 try:
                     figures = await measure_throughput(mirror, records, size, args.timeout)
                     if size == 100 and kind != "geo-mirror-alo" and "error" not in figures:
+                        before = await asyncio.to_thread(mirror.metric_values)
+                        mirror_pids = tree_pids(mirror.proc.pid) if mirror.proc else []
+                        cpu_before = (cpu_seconds(central.pids), cpu_seconds(mirror_pids), time.monotonic())
                         figures["latency_at_10k"] = await measure_latency(
                             mirror, args.rate, args.seconds, workdir)
+                        wall = time.monotonic() - cpu_before[2]
+                        # what replicating 10,000 records/s costs: the mirror itself and the
+                        # central broker's share (transactions: state, markers, offset commits)
+                        figures["latency_at_10k"]["cores"] = {
+                            "central_broker": round((cpu_seconds(central.pids) - cpu_before[0]) / wall, 2),
+                            "mirror": round((cpu_seconds(mirror_pids) - cpu_before[1]) / wall, 2)}
+                        if before:
+                            figures["latency_at_10k"]["rounds"] = round_summary(
+                                before, await asyncio.to_thread(mirror.metric_values))
                 finally:
                     mirror.stop()
                 results[f"{kind}_{size}B"] = figures
@@ -235,13 +324,31 @@ async def run(args: argparse.Namespace) -> dict:
     finally:
         for cluster in (source, central):
             await asyncio.to_thread(cluster.stop)
-    eos, mm2 = results.get("geo-mirror-eos_100B", {}), results.get("mm2_100B", {})
-    if "records_per_s" in eos and "records_per_s" in mm2:
-        results["eos_vs_mm2_throughput_100B"] = round(eos["records_per_s"] / mm2["records_per_s"], 2)
-    eos1k, mm21k = results.get("geo-mirror-eos_1024B", {}), results.get("mm2_1024B", {})
-    if "records_per_s" in eos1k and "records_per_s" in mm21k:
-        results["eos_vs_mm2_throughput_1KiB"] = round(eos1k["records_per_s"] / mm21k["records_per_s"], 2)
+    results.update(ratios(results))
     return results
+
+
+def ratios(results: dict) -> dict:
+    """geo-mirror exactly once against each MirrorMaker 2 mode, and the issue's goals."""
+    out: dict = {}
+    for mm2 in ("mm2-eos", "mm2-alo"):
+        for size, label in ((100, "100B"), (1024, "1KiB")):
+            ours = results.get(f"geo-mirror-eos_{size}B", {}).get("records_per_s")
+            theirs = results.get(f"{mm2}_{size}B", {}).get("records_per_s")
+            if ours and theirs:
+                out[f"eos_vs_{mm2}_throughput_{label}"] = round(ours / theirs, 2)
+    p99 = results.get("geo-mirror-eos_100B", {}).get("latency_at_10k", {}).get("p99_ms")
+    mm2_p99 = results.get("mm2-eos_100B", {}).get("latency_at_10k", {}).get("p99_ms")
+    goals = {}
+    if "eos_vs_mm2-eos_throughput_100B" in out and "eos_vs_mm2-eos_throughput_1KiB" in out:
+        goals["throughput_1_5x_mm2_eos"] = min(out["eos_vs_mm2-eos_throughput_100B"],
+                                               out["eos_vs_mm2-eos_throughput_1KiB"]) >= 1.5
+    if p99 is not None:
+        goals["p99_at_10k_le_400ms"] = p99 <= 400
+        if mm2_p99 is not None:
+            goals["p99_at_10k_le_mm2_eos"] = p99 <= mm2_p99
+    out["goals"] = goals
+    return out
 
 
 def main() -> None:
@@ -251,6 +358,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="latency phase records/s")
     parser.add_argument("--seconds", type=int, default=10, help="latency phase duration")
     parser.add_argument("--timeout", type=float, default=180.0, help="per throughput run")
+    parser.add_argument("--geo-mirror-args", default="",
+                        help="more geo-mirror flags, e.g. '--transaction-interval-ms 100'")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help=f"mirrors to measure, comma-separated (of {','.join(KINDS)})")
     results = asyncio.run(run(parser.parse_args()))
     print(json.dumps(results))
 

@@ -42,8 +42,10 @@ def build_parser() -> EnvArgumentParser:
     p.add_argument("--database", env="GEO_CENTRAL_DATABASE", default="geo", help="ClickHouse database")
     p.add_argument("--batch-size", env="GEO_CENTRAL_BATCH_SIZE", type=int, default=50_000,
                    help="flush a batch at this many records")
-    p.add_argument("--batch-interval", env="GEO_CENTRAL_BATCH_INTERVAL", type=float, default=1.0,
-                   help="... or after this many seconds, once the previous batch is inserted")
+    p.add_argument("--batch-interval", env="GEO_CENTRAL_BATCH_INTERVAL", type=float, default=0.25,
+                   help="... or as soon as the previous batch is inserted and this many seconds "
+                        "have passed since its insert started (inserts are spaced; a batch never "
+                        "waits for a timer once they are)")
     p.add_argument("--max-record-bytes", env="GEO_CENTRAL_MAX_RECORD_BYTES", type=int, default=1_048_576,
                    help="larger records are quarantined")
     p.add_argument("--metadata-max-age-ms", env="GEO_CENTRAL_METADATA_MAX_AGE_MS", type=int, default=5000,

@@ -30,6 +30,10 @@ DEFAULT_EVENTS_PATTERN = r"^[A-Za-z0-9_-]+\.events$"
 DEFAULT_HEARTBEATS_PATTERN = r"^[A-Za-z0-9_-]+\.heartbeats$"
 
 
+#: how long an empty batch waits for records before the loop looks at its stop event and lag
+IDLE_POLL_S = 0.5
+
+
 @dataclass(frozen=True)
 class LoaderConfig:
     """How the loader consumes and batches."""
@@ -39,7 +43,8 @@ class LoaderConfig:
     events_pattern: str = DEFAULT_EVENTS_PATTERN
     heartbeats_pattern: str = DEFAULT_HEARTBEATS_PATTERN
     batch_size: int = 50_000
-    batch_interval: float = 1.0
+    #: shortest time between the starts of two inserts (s)
+    batch_interval: float = 0.25
     max_record_bytes: int = 1_048_576
     metadata_max_age_ms: int = 5_000
     retry_backoff_max: float = 10.0
@@ -73,6 +78,8 @@ class Loader:
         self._heartbeat_topics: dict[str, bool] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._inserted_batches = 0
+        #: when the last insert started (monotonic): inserts are ``batch_interval`` apart at least
+        self._insert_started = 0.0
         self.state: dict[str, Any] = {"running": False, "batches": 0, "last_batch_ms": None,
                                       "last_error": None, "insert_failing": False, "topics": [],
                                       "kafka_error": None}
@@ -145,18 +152,28 @@ class Loader:
 
     async def _fill(self, consumer: AIOKafkaConsumer, stop: asyncio.Event,
                     inserting: asyncio.Task[None] | None) -> Batch:
-        """Consume one batch: up to ``batch_size`` records, for ``batch_interval`` seconds and then
-        for as long as the previous batch is still being inserted (group commit)."""
+        """Consume one batch. It closes at ``batch_size`` records, or as soon as it holds records,
+        the previous batch's insert is done (group commit: records keep coming in meanwhile) and
+        ``batch_interval`` has passed since that insert started. Inserts are spaced, batches do
+        not wait for a timer: after a quiet spell the first record is inserted at once, and at a
+        steady rate a record waits at most one interval plus one insert. An idle fill returns
+        (empty) after ``IDLE_POLL_S`` so the caller can look at ``stop`` and refresh its lag figures."""
         cfg = self.config
         batch = Batch()
-        deadline = time.monotonic() + cfg.batch_interval
+        idle_until = time.monotonic() + IDLE_POLL_S
         while batch.records < cfg.batch_size and not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if inserting is None or inserting.done():
+            now = time.monotonic()
+            previous_done = inserting is None or inserting.done()
+            due = self._insert_started + cfg.batch_interval
+            if batch.records:
+                if previous_done and now >= due:
                     break
-                remaining = 0.05
-            got = await consumer.getmany(timeout_ms=int(remaining * 1000) + 1,
+                timeout = due - now if previous_done else 0.05
+            else:
+                if now >= idle_until:
+                    break
+                timeout = idle_until - now
+            got = await consumer.getmany(timeout_ms=max(0, int(timeout * 1000)) + 1,
                                          max_records=cfg.batch_size - batch.records)
             loaded_at = int(time.time() * 1000)
             for tp, records in got.items():
@@ -236,6 +253,7 @@ class Loader:
                     await inserting
                     inserting = None
                 if batch.records:
+                    self._insert_started = time.monotonic()
                     inserting = asyncio.create_task(self.flush(batch), name="insert")
                 await self._update_lag()
             if inserting is not None:

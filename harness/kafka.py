@@ -69,12 +69,23 @@ JVM_OPTS_ENV = "GEO_KAFKA_JVM_OPTS"
 DEFAULT_JVM_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 
 
-def java_command(main_class: str, *args: str, heap: str = "384m",
-                 log_config: Path | None = None, jvm_args: Sequence[str] = ()) -> list[str]:
-    """The java argv that runs ``main_class`` with Kafka's jars on the classpath; JVM options from
-    ``$GEO_KAFKA_JVM_OPTS`` (default: C1 only, serial collector)."""
-    opts = os.environ.get(JVM_OPTS_ENV, DEFAULT_JVM_OPTS).split()
-    argv = ["java", f"-Xms{heap}", f"-Xmx{heap}", *opts, "-Djava.awt.headless=true", "-cp", f"{kafka_libs()}/*"]
+#: what Kafka's own scripts give a JVM (``bin/kafka-run-class.sh``'s KAFKA_JVM_PERFORMANCE_OPTS):
+#: how Kafka's users run its tools, MirrorMaker 2 included
+KAFKA_SCRIPT_JVM_OPTS = ("-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                         "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+                         "-XX:MaxInlineLevel=15")
+
+
+def java_command(main_class: str, *args: str, heap: str | tuple[str, str] = "384m",
+                 log_config: Path | None = None, jvm_args: Sequence[str] = (),
+                 jvm_opts: Sequence[str] | None = None) -> list[str]:
+    """The java argv that runs ``main_class`` with Kafka's jars on the classpath. ``heap`` is one
+    size (-Xms = -Xmx) or (initial, maximum); JVM options ``jvm_opts``, else ``$GEO_KAFKA_JVM_OPTS``
+    (default: C1 only, serial collector: brokers on a crowded 2-core box)."""
+    opts = list(jvm_opts) if jvm_opts is not None else os.environ.get(JVM_OPTS_ENV, DEFAULT_JVM_OPTS).split()
+    initial, maximum = (heap, heap) if isinstance(heap, str) else heap
+    argv = ["java", f"-Xms{initial}", f"-Xmx{maximum}", *opts, "-Djava.awt.headless=true",
+            "-cp", f"{kafka_libs()}/*"]
     if log_config is not None:
         argv.append(f"-Dlog4j2.configurationFile={log_config}")
     return [*argv, *jvm_args, main_class, *args]

@@ -226,9 +226,14 @@ class RegionFlow:
         if not self.topics.subscribed or not self._consumer.assignment():
             await asyncio.sleep(self.cfg.batch_interval_ms / 1000)
             return
+        collecting = time.perf_counter()
         batches, error = await self._collect_round()
         if batches:
+            committing = time.perf_counter()
+            self.metrics.round_seconds.labels(self.region, "collect").observe(committing - collecting)
+            self.metrics.round_records.labels(self.region).observe(batches.count)
             await self.copy_round(batches)
+            self.metrics.round_seconds.labels(self.region, "commit").observe(time.perf_counter() - committing)
             self._update_lag(batches.by_partition)
         if isinstance(error, OffsetOutOfRangeError):
             await self._out_of_range(error.args[0] if error.args else {})

@@ -24,6 +24,12 @@ class MirrorMetrics:
         self.latency = Histogram("geo_mirror_replication_latency_seconds",
                                  "Source record timestamp to central commit",
                                  ["region"], buckets=LATENCY_BUCKETS, registry=r)
+        self.round_seconds = Histogram("geo_mirror_round_seconds",
+                                       "One copy round's phases: collect (fetched records taken until "
+                                       "the round closes) and commit (write + commit every partition)",
+                                       ["region", "phase"], buckets=LATENCY_BUCKETS, registry=r)
+        self.round_records = Histogram("geo_mirror_round_records", "Records per copy round",
+                                       ["region"], buckets=(1, 10, 100, 1000, 10000, 50000), registry=r)
         self.transactions = Counter("geo_mirror_transactions", "Central transactions by outcome",
                                     ["region", "outcome"], registry=r)
         self.errors = Counter("geo_mirror_errors", "Errors by kind", ["region", "kind"], registry=r)

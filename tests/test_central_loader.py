@@ -130,8 +130,8 @@ class Running:
 def _loader(bootstrap: str, prefix: str, store: tuple[AsyncClickHouse, Tables], group: str, **kw: Any) -> Loader:
     clickhouse, tables = store
     config = LoaderConfig(bootstrap=bootstrap, group=group, events_pattern=rf"^{prefix}[a-z0-9]+\.events$",
-                          heartbeats_pattern=rf"^{prefix}[a-z0-9]+\.heartbeats$", batch_size=300,
-                          batch_interval=0.3, metadata_max_age_ms=500, **kw)
+                          heartbeats_pattern=rf"^{prefix}[a-z0-9]+\.heartbeats$",
+                          **{"batch_size": 300, "batch_interval": 0.3, "metadata_max_age_ms": 500, **kw})
     return Loader(config, clickhouse, tables, CentralMetrics())
 
 
@@ -191,6 +191,29 @@ async def test_loads_committed_events_quarantines_bad_ones_and_finds_new_regions
         assert metrics.registry.get_sample_value("geo_central_quarantined_total",
                                                  {"reason": "too_large"}) == 1
         assert running.loader.state["running"] and running.loader.state["batches"] >= 2
+    finally:
+        await running.close()
+
+
+async def test_a_record_after_a_quiet_spell_is_loaded_without_waiting_for_the_interval(kafka, store) -> None:
+    """Inserts are spaced by ``batch_interval``; a batch never waits for that timer once the
+    last insert is far enough back. With a 120-s interval, a record arriving on an idle loader is
+    in the table long before the interval (a loader that filled every batch for the interval
+    would show it after two minutes)."""
+    prefix = "q" + uuid.uuid4().hex[:8]
+    rng = random.Random(5)
+    clickhouse, tables = store
+    queries = Queries(clickhouse, tables)
+    running = Running(_loader(kafka.bootstrap, prefix, store, f"g-{prefix}", batch_interval=120.0))
+    try:
+        await wait_until_async(lambda: running.loader.state["running"], 30, what="loader running")
+        first = [random_event(f"{prefix}eu", f"{prefix}eu.events", rng, index=0)]
+        await produce(kafka.bootstrap, first)
+
+        async def events(n: int) -> bool:
+            return (await queries.summary())["events"] >= n
+
+        await wait_until_async(lambda: events(1), 30, interval=0.2, what="first record loaded")
     finally:
         await running.close()
 
