@@ -53,7 +53,7 @@ def options_parser() -> EnvArgumentParser:
     a("--regions-file", env="GEOINGEST_REGIONS", default="",
       help="the regions file (default: the repository's regions.yaml)")
     a("--mirror-url", env="GEOCTL_MIRROR_URLS", nargs="*", default=[],
-      help="admin base URL of each geo-mirror worker, e.g. http://mirror:9181 (default: the local stack's)")
+      help="admin base URL of each geo-mirror worker, e.g. http://mirror:39181 (default: the local stack's)")
     a("--central-url", env="GEOCTL_CENTRAL_URL", default="",
       help="geo-central's base URL (default: the local stack's)")
     a("--timeout", env="GEOCTL_TIMEOUT", type=float, default=5.0,
@@ -68,7 +68,7 @@ def options_parser() -> EnvArgumentParser:
     a("--max-freshness", env="GEOCTL_MAX_FRESHNESS", type=float, default=Limits.max_freshness_s,
       help="status: seconds of central data age beyond which a region is degraded")
     a("--max-backlog", env="GEOCTL_MAX_BACKLOG", type=float, default=Limits.max_backlog,
-      help="status: records the loader may have unloaded before geo-central counts as degraded")
+      help="status: records not yet loaded beyond which geo-central counts as degraded")
     kafka_security.add_arguments(p, "kafka", "GEOCTL_KAFKA", "every region's Kafka (admin API)")
     return p
 
