@@ -14,6 +14,10 @@ import httpx
 
 from geoctl.errors import GeoctlError
 
+class ConsulUnavailable(GeoctlError):
+    """Consul (or one datacenter through it) did not answer; a refused token is a plain GeoctlError."""
+
+
 #: health states of an edge as geoctl shows them
 EDGE_STATES = ("passing", "warning", "critical", "draining")
 
@@ -73,13 +77,13 @@ class Consul:
         try:
             answer = self.client.get(path, params=params)
         except httpx.HTTPError as exc:
-            raise GeoctlError(f"Consul at {self.url} is unreachable ({type(exc).__name__}: {exc})") from None
+            raise ConsulUnavailable(f"Consul at {self.url} is unreachable ({type(exc).__name__}: {exc})") from None
         if answer.status_code == 403:
             reason = " ".join(answer.text.split())[:120] or "permission denied"
             raise GeoctlError(f"Consul refused the token (403 {reason}); check --consul-token / "
                               f"--consul-token-file (policy geoctl, read only)")
         if answer.status_code != 200:
-            raise GeoctlError(f"Consul at {self.url} answered {answer.status_code} for {path}: "
+            raise ConsulUnavailable(f"Consul at {self.url} answered {answer.status_code} for {path}: "
                               f"{' '.join(answer.text.split())[:160]}")
         return answer.json()
 

@@ -4,6 +4,7 @@ partitions (in-sync replicas fewer than replicas), offline partitions (no leader
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,18 @@ def partition_figures(described: list[dict[str, Any]]) -> tuple[int, int, int]:
     return partitions, under, offline
 
 
+def describe_error(exc: BaseException) -> str:
+    """One short line: ``KafkaConnectionError: Unable to bootstrap from 127.0.0.1:29092``."""
+    name = type(exc).__name__
+    text = str(exc)
+    while text.startswith(f"{name}: "):  # aiokafka repeats its class name in the message
+        text = text[len(name) + 2:]
+    text = re.sub(r"\[\('([^']*)', (\d+), <AddressFamily\.\w+: \d+>\)\]", r"\1:\2", text)
+    if isinstance(exc, asyncio.TimeoutError) and not text:
+        text = "no answer in time"
+    return f"{name}: {text}"[:200] if text else name
+
+
 async def kafka_health(bootstrap: str, security: KafkaSecurity = PLAINTEXT, timeout: float = 6.0) -> KafkaHealth:
     """Ask the cluster at ``bootstrap``; never raises (an unreachable cluster is ``error``)."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -64,7 +77,7 @@ async def kafka_health(bootstrap: str, security: KafkaSecurity = PLAINTEXT, time
         health.topics = len(topics)
         health.partitions, health.under_replicated, health.offline = partition_figures(described)
     except Exception as exc:  # reported, never raised: an unreachable cluster is a finding
-        health.error = f"{type(exc).__name__}: {exc}"[:200] if str(exc) else type(exc).__name__
+        health.error = describe_error(exc)
     finally:
         try:
             await asyncio.wait_for(admin.close(), 2.0)

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from geoctl.consul_source import EDGE_STATES, Consul, ServiceInstance
+from geoctl.consul_source import EDGE_STATES, Consul, ConsulUnavailable, ServiceInstance
 from geoctl.kafka_source import KafkaHealth, many
 from geoctl.metrics_source import CentralView, MirrorRegion, MirrorView, central_view, mirror_view
 from service_kit.kafka_security import PLAINTEXT, KafkaSecurity
@@ -59,6 +59,7 @@ class Region:
     kafka: KafkaHealth | None = None
     mirror: MirrorRegion | None = None
     freshness_s: float | None = None
+    consul_error: str = ""   # the region's datacenter did not answer
     problems: list[str] = field(default_factory=list)
     severity: str = "ok"
 
@@ -132,8 +133,14 @@ def discover_regions(sources: Sources) -> list[Region]:
     consul = sources.consul
     regions = {r.name: Region(r.name, r.role, r.consul_datacenter) for r in sources.regions.regions}
     datacenters = consul.datacenters()
+    unanswered: dict[str, str] = {}
     for dc in datacenters:
-        for instance in consul.kafka(dc):
+        try:
+            instances = consul.kafka(dc)
+        except ConsulUnavailable as exc:  # one datacenter cut off is a finding, not a failure
+            unanswered[dc] = f"Consul datacenter {dc} did not answer ({exc})"
+            continue
+        for instance in instances:
             name = instance.region or dc
             region = regions.get(name)
             if region is None:
@@ -141,10 +148,15 @@ def discover_regions(sources: Sources) -> list[Region]:
             region.in_consul = True
             region.kafka_instances.append(instance)
     for region in regions.values():
-        if region.datacenter not in datacenters:
-            continue
-        if region.role == "edge":
-            region.edges = [e for e in consul.edges(region.datacenter) if e.region in ("", region.name)]
+        if region.datacenter in unanswered:
+            region.consul_error = unanswered[region.datacenter]
+        elif region.datacenter not in datacenters:
+            region.consul_error = f"Consul has no datacenter {region.datacenter}"
+        elif region.role == "edge":
+            try:
+                region.edges = [e for e in consul.edges(region.datacenter) if e.region in ("", region.name)]
+            except ConsulUnavailable as exc:
+                region.consul_error = f"Consul datacenter {region.datacenter} did not answer ({exc})"
     return list(regions.values())
 
 
@@ -194,6 +206,8 @@ def short(doc: Any, limit: int = 120) -> str:
 
 def judge(region: Region, topology: Topology, limits: Limits) -> None:
     """Fill ``region.problems`` and its state from what was collected."""
+    if region.consul_error:
+        region.flag("down", region.consul_error)
     k = region.kafka
     if k is None:
         region.flag("down", "no Kafka known (no kafka service in Consul)")
@@ -209,11 +223,10 @@ def judge(region: Region, topology: Topology, limits: Limits) -> None:
         region.flag("degraded", f"Consul check failing for {', '.join(failing_kafka)}")
     if region.role != "edge":
         return
-    counts = region.edge_counts
-    if counts["passing"] == 0:
-        region.flag("down", "no passing edge")
-    bad = [e.id for e in region.edges if e.state in ("warning", "critical")]
-    if bad:
+    bad = [f"{e.id} {e.state}" for e in region.edges if e.state in ("warning", "critical")]
+    if region.edge_counts["passing"] == 0:
+        region.flag("down", "no passing edge" + (f" ({', '.join(bad)})" if bad else ""))
+    elif bad:
         region.flag("degraded", f"edges not passing: {', '.join(bad)}")
     m = region.mirror
     if topology.mirror.workers:
