@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import orjson
 
 from geoctl import render
-from geoctl.consul_source import Consul
+from geoctl.consul_source import Consul, ConsulUnavailable
 from geoctl.errors import GeoctlError
 from geoctl.local import DEFAULT_STACK_DIR, StackState, add_edges, drain_edge, load_state
 from geoctl.metrics_source import edge_traffic
@@ -207,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "regions":
             return cmd_status(args, regions_view=True)
         return cmd_edges(args)
+    except ConsulUnavailable as exc:
+        hint = "" if args.consul_url else f" (is the local stack of {args.stack_dir} running? `make up`)"
+        print(f"geoctl: {exc}{hint}", file=sys.stderr)
+        return EXIT_ERROR
     except GeoctlError as exc:
         print(f"geoctl: {exc}", file=sys.stderr)
         return EXIT_ERROR
