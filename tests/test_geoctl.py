@@ -227,6 +227,37 @@ def test_status_healthy_and_readable_in_80_columns(stack: LocalStack) -> None:
     assert lines[-1] == "healthy"
     coloured = geoctl("status", "--color", "always", stack_dir=stack.workdir)
     assert "\x1b[32mok\x1b[0m" in coloured.stdout
+    on_a_terminal = in_a_terminal(["status"], stack.workdir, columns=80)
+    assert "\x1b[32mok\x1b[0m" in on_a_terminal                  # auto: colour on a terminal
+    visible = [ANSI.sub("", line) for line in on_a_terminal.replace("\r", "").splitlines()]
+    assert visible[0].split()[:3] == ["REGION", "STATE", "EDGES"] and all(len(line) <= 80 for line in visible)
+
+
+def in_a_terminal(args: list[str], stack_dir: Path, columns: int) -> str:
+    """What geoctl writes to an 80-column terminal (a pty of that size; no COLUMNS variable)."""
+    import fcntl
+    import struct
+    import termios
+
+    controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEOCTL_") and k not in ("COLUMNS", "NO_COLOR")}
+    proc = subprocess.Popen([sys.executable, "-m", "geoctl.cli", *args], stdin=terminal, stdout=terminal,
+                            stderr=terminal, env={**env, "GEOCTL_STACK_DIR": str(stack_dir), "TERM": "xterm"},
+                            cwd=REPO)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's last writer exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(60)
+    os.close(controller)
+    return b"".join(chunks).decode()
 
 
 @pytest.mark.slow
