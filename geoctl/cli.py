@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     edges = commands.add_parser(
         "edges", parents=[common], help="edges: list a region's, add, drain",
         description="geoctl edges REGION | geoctl edges add REGION [--count N] | geoctl edges drain NODE")
-    edges.add_argument("words", nargs="+", metavar="REGION | add REGION | drain NODE")
+    edges.add_argument("words", nargs="+", metavar="ARG", help="REGION, or add REGION, or drain NODE")
     edges.add_argument("--count", type=int, default=1, help="edges add: how many")
     edges.add_argument("--window", type=float, default=1.0,
                        help="edges REGION: seconds between the two metrics scrapes the rates come from")

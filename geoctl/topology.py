@@ -185,6 +185,8 @@ def collect(sources: Sources, with_central: bool = True) -> Topology:
         judge(region, topology, sources.limits)
     if not sources.mirror_urls:
         topology.problems.append("no mirror admin URL given (--mirror-url)")
+    if with_central and not sources.central_url:
+        topology.problems.append("no geo-central URL given (--central-url)")
     topology.problems.extend(mirror.errors)
     if mirror.central_up is False:
         topology.problems.append("the mirror cannot reach the central Kafka")
