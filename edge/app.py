@@ -181,11 +181,13 @@ def edge_registrar(config: EdgeConfig) -> ConsulRegistrar:
     """The Consul registrar of this edge: service ``edge``, id = node id, check on ``/status``."""
     address = config.advertise_address or ("127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host)
     scheme = "https" if config.tls_cert else "http"
+    metrics_address = address if config.metrics_host in ("0.0.0.0", "::", "") else config.metrics_host
     return ConsulRegistrar(
         url=config.consul_url, token=config.consul_token or None,
         registration=EdgeRegistration(
             service_id=config.node_id, address=address, port=config.port, region=config.region,
             version=edge_version(), check_url=f"{scheme}://{address}:{config.port}/status",
+            metrics_address=f"{metrics_address}:{config.metrics_port}",
             check_interval=config.consul_check_interval,
             deregister_critical_after=config.consul_deregister_after),
     )

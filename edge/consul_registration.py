@@ -30,6 +30,9 @@ class EdgeRegistration:
     region: str
     version: str
     check_url: str
+    #: where the edge's Prometheus /metrics listens (HOST:PORT), published as meta ``metrics`` so
+    #: that operators' tools (``geoctl edges``) find it from Consul alone; empty: not published
+    metrics_address: str = ""
     service: str = "edge"
     tags: tuple[str, ...] = ()
     check_interval: str = "1s"
@@ -115,7 +118,8 @@ class ConsulRegistrar:
         self._client().agent.service.register(
             reg.service, service_id=reg.service_id, address=reg.address, port=reg.port,
             tags=reg.all_tags,
-            meta={"region": reg.region, "version": reg.version},
+            meta={"region": reg.region, "version": reg.version,
+                  **({"metrics": reg.metrics_address} if reg.metrics_address else {})},
             check=consul.Check.http(reg.check_url, reg.check_interval, timeout=reg.check_timeout,
                                     deregister=reg.deregister_critical_after) | {"TLSSkipVerify": reg.tls_skip_verify},
             token=self.token,

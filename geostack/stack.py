@@ -34,6 +34,7 @@ from harness.kafka import KafkaCluster
 from harness.ports import free_port
 from harness.tcp_proxy import TcpProxyGroup
 from harness.wan import Link
+from geostack import operator_state
 from geostack.processes import ServiceProcess, python_entry
 from service_kit.link_shape import LinkShape
 from service_kit.regions import Regions, load_regions
@@ -110,11 +111,14 @@ class LocalStack:
             self._start_router()
             self._start_prometheus()
             self.wait_routable()
+            operator_state.write_state(self)  # <workdir>/geoctl.json, for geoctl
             undo.pop_all()
         return self
 
     def stop(self) -> None:
-        """Stop everything (SIGTERM, then SIGKILL), the front first."""
+        """Stop everything (SIGTERM, then SIGKILL), the front first; edges that ``geoctl edges
+        add`` started first of all."""
+        operator_state.stop_added_edges(self.workdir)
         for proc in [self.prometheus, self.router, self.central, *self.extra_mirrors,
                      self.mirror, *[e.process for e in self.edges]]:
             if proc is not None:

@@ -30,8 +30,8 @@ def acl_agent(tmp_path: Path) -> Iterator[ConsulAgent]:
 
 def start_edge(tmp_path: Path, kafka: KafkaCluster, agent: ConsulAgent, node_id: str,
                token: str = "", deregister_after: str = "1m") -> ServiceProcess:
-    port = free_port()
-    env = {"GEO_EDGE_LISTEN": f"127.0.0.1:{port}", "GEO_EDGE_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+    port, metrics_port = free_port(), free_port()
+    env = {"GEO_EDGE_LISTEN": f"127.0.0.1:{port}", "GEO_EDGE_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
            "GEO_EDGE_KAFKA": kafka.bootstrap, "GEO_EDGE_REGION": "eu", "GEO_EDGE_NODE_ID": node_id,
            "GEO_EDGE_CONSUL_URL": agent.url, "GEO_EDGE_CONSUL_TOKEN": token,
            "GEO_EDGE_CONSUL_DEREGISTER_AFTER": deregister_after, "GEO_EDGE_PRODUCE_TIMEOUT": "2",
@@ -39,6 +39,7 @@ def start_edge(tmp_path: Path, kafka: KafkaCluster, agent: ConsulAgent, node_id:
     proc = ServiceProcess(f"edge-{node_id}", python_entry("edge.cli"), tmp_path / "logs", env=env,
                           health_url=f"http://127.0.0.1:{port}/status")
     proc.port = port  # type: ignore[attr-defined]
+    proc.metrics_port = metrics_port  # type: ignore[attr-defined]
     return proc.start()
 
 
@@ -63,6 +64,7 @@ def test_edge_registers_with_a_passing_check_and_meta(tmp_path, kafka, consul_ag
         assert service["Service"] == "edge"
         assert service["Port"] == edge.port  # type: ignore[attr-defined]
         assert service["Meta"]["region"] == "eu" and service["Meta"]["version"]
+        assert service["Meta"]["metrics"] == f"127.0.0.1:{edge.metrics_port}"  # type: ignore[attr-defined]
         assert "region-eu" in service["Tags"]
     finally:
         edge.stop()
