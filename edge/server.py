@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import ssl
 import tempfile
 from types import FrameType
 
@@ -50,11 +49,6 @@ class DrainingServer(uvicorn.Server):
             await life.drain()
         finally:
             self.should_exit = True
-
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
-        if isinstance(self.config.ssl, ssl.SSLContext):
-            self.config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-        await super().startup(sockets=sockets)
 
 
 class EdgeProcess(multiprocess.Process):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,14 +92,19 @@ def limits_from_args(ns: Any, retry_after: int = 2) -> ConnectionLimits:
 
 
 class ProtectedConfig(uvicorn.Config):
-    """``uvicorn.Config`` serving ``GuardedHttpProtocol`` with ``limits`` (picklable: uvicorn's
-    worker processes receive it)."""
+    """``uvicorn.Config`` serving ``GuardedHttpProtocol`` with ``limits``, TLS 1.2 at least when
+    it serves TLS (picklable: uvicorn's worker processes receive it, and load it themselves)."""
 
     def __init__(self, app: Any, *, limits: ConnectionLimits = ConnectionLimits(), **kwargs: Any) -> None:
         kwargs["http"] = GuardedHttpProtocol
         kwargs["timeout_keep_alive"] = limits.keepalive_timeout
         super().__init__(app, **kwargs)
         self.limits = limits
+
+    def load(self) -> None:
+        super().load()
+        if isinstance(self.ssl, ssl.SSLContext):
+            self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
 
 
 @functools.cache

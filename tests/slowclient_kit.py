@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 STALLED_HEAD = b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"   # the issue's request
+JSON = {"Content-Type": "application/json"}
 STALLED_BODY = b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ev"
 
 
@@ -118,7 +119,7 @@ class NormalClients:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
-                    status: int | str = client.post(self.url, content=b'{"event":"normal"}').status_code
+                    status: int | str = client.post(self.url, content=b'{"event":"normal"}', headers=JSON).status_code
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
                 self.statuses[status] += 1
