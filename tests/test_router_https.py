@@ -123,6 +123,7 @@ def test_stalled_connections_closed_normal_clients_served(stack, scheme: str, co
     router, _, ca = stack
     port = router.port if scheme == "https" else router.http_port
     baseline = tree_fds(router.proc.pid)
+    before = closed_metric(router, "header_timeout")
     with NormalClients(f"{router.https}/post", verify=ca.client_context()) as normal:
         started = time.monotonic()
         socks = stall(port, count, STALLED_HEAD, tls=ca.client_context() if scheme == "https" else None)
@@ -141,3 +142,12 @@ def test_stalled_connections_closed_normal_clients_served(stack, scheme: str, co
     assert min(closed.after) >= TIMEOUT * 0.9
     assert set(normal.statuses) == {200}, normal.statuses
     wait_until(lambda: tree_fds(router.proc.pid) <= baseline + 20, 30, what="the router's descriptors back")
+    assert closed_metric(router, "header_timeout") - before == count
+
+
+def closed_metric(router: Router, reason: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{router.admin_port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(f'geo_http_connections_closed_total{{reason="{reason}"}}'):
+            return float(line.split()[-1])
+    return 0.0
