@@ -7,6 +7,7 @@ file descriptors fall back to where they were."""
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from typing import Iterator
@@ -135,3 +136,23 @@ def test_limits_are_validated() -> None:
     for bad in ({"header_timeout": 0}, {"body_timeout": -1}, {"keepalive_timeout": 0}, {"max_connections": 0}):
         with pytest.raises(ValueError):
             EdgeConfig(**bad)
+
+
+def test_a_header_dripped_a_byte_at_a_time_is_cut_off_at_the_total(edge) -> None:
+    """The header timeout is a total from the first byte, not a per-read timer (slowloris)."""
+    cfg, _ = edge
+    with socket.create_connection(("127.0.0.1", cfg.port), timeout=30) as sock:
+        started = time.monotonic()
+        answer = b""
+        for byte in STALLED_HEAD * 10:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            # waiting up to 0.2 s for an answer is also the drip's pace (the test's definition)
+            if select.select([sock], [], [], 0.2)[0]:
+                answer = sock.recv(65536)
+                break
+        cut = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout" in answer, answer
+    assert TIMEOUT * 0.9 <= cut <= TIMEOUT + 3, cut
