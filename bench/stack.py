@@ -112,12 +112,14 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     if mode in ("router", "sustained"):
         rate = args.rate if mode == "sustained" else 1e9
         uvloop.run(run_clients(stack.router_url, COUNTRIES, duration=args.seconds, rate=rate, batch=args.batch,
-                                clients_per_country=args.clients_per_country, report=report))
+                                clients_per_country=args.clients_per_country, report=report,
+                                ssl_context=stack.client_ssl()))
     else:
         async def all_edges() -> None:
-            await asyncio.gather(*(run_clients(f"http://127.0.0.1:{e.port}", COUNTRIES[:1],
+            await asyncio.gather(*(run_clients(f"https://127.0.0.1:{e.port}", COUNTRIES[:1],
                                                duration=args.seconds, rate=1e9, batch=args.batch,
-                                               clients_per_country=args.clients_per_country, report=report)
+                                               clients_per_country=args.clients_per_country, report=report,
+                                               ssl_context=stack.client_ssl())
                                    for e in stack.edges))
         uvloop.run(all_edges())
         report.finished = time.monotonic()
@@ -169,7 +171,7 @@ def soak(stack: LocalStack, args: argparse.Namespace) -> dict[str, object]:
     report = LoadReport(run_id=f"soak-{int(time.time())}")
     thread = threading.Thread(target=lambda: uvloop.run(run_clients(
         stack.router_url, COUNTRIES, duration=args.soak_seconds, rate=args.soak_rate, batch=args.batch,
-        report=report)), daemon=True)
+        report=report, ssl_context=stack.client_ssl())), daemon=True)
     thread.start()
     thread.join()
     after = rss_by_component(stack)

@@ -186,7 +186,7 @@ def edge_registrar(config: EdgeConfig) -> ConsulRegistrar:
         url=config.consul_url, token=config.consul_token or None,
         registration=EdgeRegistration(
             service_id=config.node_id, address=address, port=config.port, region=config.region,
-            version=edge_version(), check_url=f"{scheme}://{address}:{config.port}/status",
+            version=edge_version(), check_url=f"{scheme}://{address}:{config.port}/status", scheme=scheme,
             metrics_address=f"{metrics_address}:{config.metrics_port}",
             check_interval=config.consul_check_interval,
             deregister_critical_after=config.consul_deregister_after),

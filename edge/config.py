@@ -16,7 +16,7 @@ from typing import Sequence
 
 import orjson
 
-from service_kit import kafka_security
+from service_kit import http_protocol, kafka_security
 from service_kit.config import EnvArgumentParser
 
 CONFIG_ENV = "GEO_EDGE_CONFIG_JSON"
@@ -82,6 +82,11 @@ class EdgeConfig:
     max_header_bytes: int = 16384
     max_json_depth: int = 32
     max_string_length: int = 8192
+    #: slow clients (service_kit.http_protocol.ConnectionLimits)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 30.0
+    max_connections: int = 10_000
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -105,6 +110,14 @@ class EdgeConfig:
             raise ValueError("produce_timeout must be > 0")
         if self.rate_limit_ip < 0 or self.rate_limit_key < 0:
             raise ValueError("rate limits must be >= 0 (0: off)")
+        self.connection_limits()  # raises ValueError when a timeout or the limit is invalid
+
+    def connection_limits(self) -> "http_protocol.ConnectionLimits":
+        """The listener's slow-client protection (timeouts, connections per worker)."""
+        return http_protocol.ConnectionLimits(
+            header_timeout=self.header_timeout, body_timeout=self.body_timeout,
+            keepalive_timeout=self.keepalive_timeout, max_connections=self.max_connections,
+            retry_after=self.retry_after)
 
     def kafka_security(self) -> "kafka_security.KafkaSecurity":
         """The Kafka connection settings, the password read now (file or GEO_EDGE_KAFKA_PASSWORD)."""
@@ -228,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="deepest nesting of objects/arrays in an event (400 too_deep)")
     a("--max-string-length", env="GEO_EDGE_MAX_STRING_LENGTH", type=int, default=d.max_string_length,
       help="longest string (value or key) in an event, in characters (400 string_too_long)")
+    http_protocol.add_arguments(p, "GEO_EDGE", d.connection_limits())
     a("--log-level", env="GEO_EDGE_LOG_LEVEL", default=d.log_level, help="log level")
     kafka_security.add_arguments(p, "kafka", KAFKA_ENV, "the regional Kafka")
     return p
@@ -265,7 +279,9 @@ def parse_config(argv: Sequence[str] | None = None) -> EdgeConfig:
             max_json_depth=ns.max_json_depth, max_string_length=ns.max_string_length,
             kafka_security_protocol=ns.kafka_security_protocol, kafka_sasl_mechanism=ns.kafka_sasl_mechanism,
             kafka_username=ns.kafka_username, kafka_password_file=ns.kafka_password_file,
-            kafka_ca_file=ns.kafka_ca_file,
+            kafka_ca_file=ns.kafka_ca_file, header_timeout=ns.header_timeout,
+            body_timeout=ns.body_timeout, keepalive_timeout=ns.keepalive_timeout,
+            max_connections=ns.max_connections,
         )
         config.kafka_security()  # a missing password or CA file fails at start, not in every worker
         from edge.auth import load_write_keys

@@ -39,6 +39,8 @@ class EdgeRegistration:
     check_timeout: str = "1s"
     deregister_critical_after: str = "1m"
     tls_skip_verify: bool = True
+    #: how the load balancer reaches the edge (Meta.scheme): https when it serves TLS
+    scheme: str = "http"
 
     @property
     def all_tags(self) -> list[str]:
@@ -118,7 +120,7 @@ class ConsulRegistrar:
         self._client().agent.service.register(
             reg.service, service_id=reg.service_id, address=reg.address, port=reg.port,
             tags=reg.all_tags,
-            meta={"region": reg.region, "version": reg.version,
+            meta={"region": reg.region, "version": reg.version, "scheme": reg.scheme,
                   **({"metrics": reg.metrics_address} if reg.metrics_address else {})},
             check=consul.Check.http(reg.check_url, reg.check_interval, timeout=reg.check_timeout,
                                     deregister=reg.deregister_critical_after) | {"TLSSkipVerify": reg.tls_skip_verify},

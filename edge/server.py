@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import ssl
 import tempfile
 from types import FrameType
 
@@ -21,8 +20,8 @@ import uvicorn
 from uvicorn.supervisors import multiprocess
 
 from edge import lifecycle
-from edge.http_protocol import EdgeHttpProtocol
 from edge.config import CONFIG_ENV, EdgeConfig
+from service_kit.http_protocol import ProtectedConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +50,6 @@ class DrainingServer(uvicorn.Server):
         finally:
             self.should_exit = True
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
-        if isinstance(self.config.ssl, ssl.SSLContext):
-            self.config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-        await super().startup(sockets=sockets)
-
 
 class EdgeProcess(multiprocess.Process):
     """uvicorn's worker process, running a ``DrainingServer``."""
@@ -68,15 +62,14 @@ class EdgeProcess(multiprocess.Process):
 
 
 def uvicorn_config(config: EdgeConfig) -> uvicorn.Config:
-    """uvicorn settings for the edge: uvloop, httptools (one write per response), TLS when
-    configured, the factory by name."""
-    return uvicorn.Config(
-        "edge.app:create_app_from_env", factory=True, host=config.host, port=config.port,
-        workers=config.workers, loop="uvloop", http=EdgeHttpProtocol, lifespan="on",
+    """uvicorn settings for the edge: uvloop, httptools with slow-client protection and one write
+    per response (``service_kit.http_protocol``), TLS when configured, the factory by name."""
+    return ProtectedConfig(
+        "edge.app:create_app_from_env", limits=config.connection_limits(), factory=True,
+        host=config.host, port=config.port, workers=config.workers, loop="uvloop", lifespan="on",
         log_config=None, access_log=False, server_header=False, date_header=False,
         timeout_graceful_shutdown=int(config.shutdown_timeout) or 1, backlog=4096,
         ssl_certfile=config.tls_cert or None, ssl_keyfile=config.tls_key or None,
-        timeout_keep_alive=30,
         # The edge decides itself which forwarded headers to believe (--trusted-proxies): uvicorn's
         # own X-Forwarded-For rewriting (on by default for 127.0.0.1) would let a loopback client
         # spoof scope["client"] and with it the trust decision.

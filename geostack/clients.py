@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -70,9 +71,12 @@ def make_event(run_id: str, country: str, seq: int) -> dict[str, object]:
 async def run_clients(url: str, countries: list[str], *, events_per_country: int | None = None,
                       duration: float | None = None, rate: float = 1000.0, batch: int = 20,
                       clients_per_country: int = 2, run_id: str | None = None,
-                      max_attempts: int = 60, report: LoadReport | None = None) -> LoadReport:
+                      max_attempts: int = 60, report: LoadReport | None = None,
+                      ssl_context: ssl.SSLContext | None = None) -> LoadReport:
     """Send events from ``countries`` to the router at ``url`` (``/v1/events``), at about
-    ``rate`` events/s in all, until ``events_per_country`` each or ``duration`` seconds."""
+    ``rate`` events/s in all, until ``events_per_country`` each or ``duration`` seconds. An
+    ``https`` URL is verified against ``ssl_context`` (the stack's ``client_ssl()``; default:
+    the system's CAs)."""
     report = report or LoadReport(run_id=run_id or uuid.uuid4().hex[:12])
     n_clients = len(countries) * clients_per_country
     interval = batch * n_clients / rate
@@ -81,7 +85,7 @@ async def run_clients(url: str, countries: list[str], *, events_per_country: int
 
     async def client(country: str, index: int) -> None:
         source = f"{COUNTRY_SOURCES[country]}.0.{index + 1}"
-        connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=1)
+        connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=1, ssl=ssl_context or True)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30.0),
                                          skip_auto_headers=("User-Agent",)) as http:
             seq = 0

@@ -44,12 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     say(f"starting the geo stack in {workdir} ...")
     with LocalStack(workdir, fixed_ports=args.fixed_ports, wan_links=args.wan) as stack:
         summary["wan"] = stack.link_shapes()
-        say(f"up in {time.monotonic() - started:.0f}s; router {stack.router_url}, dashboard {stack.central_url}/")
+        say(f"up in {time.monotonic() - started:.0f}s; router {stack.router_url} (CA {stack.ca_cert}), "
+            f"dashboard {stack.central_url}/")
         failed_region = stack.regions.edge_regions[-1].name
         other_region = stack.regions[failed_region].failover[0]
 
         say(f"phase 1: {args.events_per_country} events from each of {EU_CLIENTS + US_CLIENTS}")
-        first = asyncio.run(run_clients(stack.router_url, EU_CLIENTS + US_CLIENTS,
+        first = asyncio.run(run_clients(stack.router_url, EU_CLIENTS + US_CLIENTS, ssl_context=stack.client_ssl(),
                                         events_per_country=args.events_per_country, rate=args.rate))
         audit1 = wait_for_central(stack.central_url, first)
         latency = httpx.get(f"{stack.central_url}/api/latency", timeout=10).json()
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for edge in stack.edges_of(failed_region):
             edge.process.stop()
         stack.wait_routable({failed_region: 0, other_region: stack.edges_per_region}, timeout=60)
-        second = asyncio.run(run_clients(stack.router_url, US_CLIENTS,
+        second = asyncio.run(run_clients(stack.router_url, US_CLIENTS, ssl_context=stack.client_ssl(),
                                          events_per_country=args.events_per_country, rate=args.rate))
         audit2 = wait_for_central(stack.central_url, second)
         say(f"  acknowledged {len(second.acked)} by pool {second.acked_by_pool}; central has {audit2.found}")

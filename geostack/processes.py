@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import httpx
 
@@ -26,6 +26,8 @@ class ServiceProcess(ManagedProcess):
     workdir: Path
     env: Mapping[str, str] = field(default_factory=dict)
     health_url: str | None = None
+    #: how an https ``health_url`` is verified (httpx's ``verify``: an SSLContext trusting the CA)
+    health_verify: Any = True
 
     @property
     def log_path(self) -> Path:
@@ -52,7 +54,7 @@ class ServiceProcess(ManagedProcess):
             if not self.running:
                 raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
             try:
-                return httpx.get(self.health_url, timeout=1.0).status_code == 200
+                return httpx.get(self.health_url, timeout=1.0, verify=self.health_verify).status_code == 200
             except httpx.HTTPError:
                 return False
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -55,8 +56,11 @@ class GeoRouter:
     """ASGI app routing every request to an edge chosen by geo steering and health."""
 
     def __init__(self, steering: SteeringTable, healthy: HealthyOrigins, geoip: GeoIP,
-                 timeout: float = 10.0, max_connections: int = 512) -> None:
+                 timeout: float = 10.0, max_connections: int = 512,
+                 edge_tls: ssl.SSLContext | None = None) -> None:
         self.steering, self.healthy, self.geoip = steering, healthy, geoip
+        #: how HTTPS edges are verified (default: the system's CAs; never unverified)
+        self.edge_tls = edge_tls or ssl.create_default_context()
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=1.0)
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -66,8 +70,9 @@ class GeoRouter:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:  # created in the serving loop
             self._session = aiohttp.ClientSession(
-                timeout=self.timeout, auto_decompress=False, skip_auto_headers=("User-Agent",),
-                connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=None))
+                timeout=self.timeout, auto_decompress=False, skip_auto_headers=("User-Agent", "Content-Type"),
+                connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=None,
+                                               ssl=self.edge_tls))
         return self._session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

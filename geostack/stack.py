@@ -7,6 +7,12 @@ discovered in Consul), ``geo-central`` with its dashboard. In front: the geo rou
 ``LocalStack(workdir, fixed_ports=True)`` uses the ports of ``regions.yaml`` (``make up``);
 ``fixed_ports=False`` takes free loopback ports (tests, benchmarks).
 
+HTTPS on the public path, as in production: the stack's CA (``geostack.local_ca``, made once in
+``workdir/tls`` and reused) issues the geo router's certificate (``localhost``, ``127.0.0.1``, the
+regions file's domain) and an origin certificate per edge; the router serves HTTPS on its public
+port (plain HTTP on ``local.router_http_port``) and reaches the edges over HTTPS, verifying their
+certificates against the CA (Cloudflare's "Full (strict)"). Clients trust ``client_ssl()``.
+
 A stack started again on the same ``workdir`` keeps its data (Kafka logs, Consul state, the chdb
 table) and its ACL tokens: the management token and the services' tokens are kept in
 ``workdir/consul/acl-tokens.json`` (mode 0600) and reused. Consul's persisted ACL state is why:
@@ -20,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import ssl
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -35,6 +42,7 @@ from harness.ports import free_port
 from harness.tcp_proxy import TcpProxyGroup
 from harness.wan import Link
 from geostack import operator_state
+from geostack.local_ca import LocalCA
 from geostack.processes import ServiceProcess, python_entry
 from service_kit.link_shape import LinkShape
 from service_kit.regions import Regions, load_regions
@@ -92,6 +100,8 @@ class LocalStack:
     central_port: int = field(default=0, init=False)
     router_port: int = field(default=0, init=False)
     router_admin_port: int = field(default=0, init=False)
+    router_http_port: int = field(default=0, init=False)
+    ca: LocalCA | None = field(default=None, init=False)
     mirror_admin_port: int = field(default=0, init=False)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -102,6 +112,7 @@ class LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with ExitStack() as undo:
             undo.callback(self.stop)
+            self.ca = LocalCA.load_or_create(self.workdir / "tls")
             self._start_kafka()
             self._start_consul()
             self._register_kafka()
@@ -140,7 +151,22 @@ class LocalStack:
 
     @property
     def router_url(self) -> str:
-        return f"http://127.0.0.1:{self.router_port}"
+        """The geo router's public HTTPS endpoint (trust ``client_ssl()``)."""
+        return f"https://127.0.0.1:{self.router_port}"
+
+    @property
+    def router_http_url(self) -> str:
+        """The geo router's plain-HTTP port, for clients of the original service."""
+        return f"http://127.0.0.1:{self.router_http_port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        """The stack's CA certificate: what clients trust (``curl --cacert``)."""
+        return Path(self.workdir) / "tls" / "ca.pem"
+
+    def client_ssl(self) -> ssl.SSLContext:
+        """A client TLS context trusting the stack's CA (for the router and the edges)."""
+        return ssl.create_default_context(cafile=str(self.ca_cert))
 
     @property
     def central_url(self) -> str:
@@ -153,8 +179,11 @@ class LocalStack:
     def urls(self) -> dict[str, str]:
         """The URLs an operator needs."""
         urls = {
-            "events": f"{self.router_url}/post",
-            "events_batch": f"{self.router_url}/v1/events",
+            "events_https": f"{self.router_url}/post",
+            "events_batch_https": f"{self.router_url}/v1/events",
+            "ca_cert": str(self.ca_cert),
+            "events": f"{self.router_http_url}/post",           # plain HTTP (the original service's clients)
+            "events_batch": f"{self.router_http_url}/v1/events",
             "dashboard": f"{self.central_url}/",
             "central_api": f"{self.central_url}/api/summary",
             "consul_ui": f"{self.primary.url}/ui/",
@@ -164,7 +193,7 @@ class LocalStack:
             "central_metrics": f"{self.central_url}/metrics",
         }
         for edge in self.edges:
-            urls[f"edge_{edge.node_id}"] = f"http://127.0.0.1:{edge.port}/status"
+            urls[f"edge_{edge.node_id}"] = f"https://127.0.0.1:{edge.port}/status"
             urls[f"edge_{edge.node_id}_metrics"] = f"http://127.0.0.1:{edge.metrics_port}/metrics"
         for region, cluster in self.kafka.items():
             for node in cluster.nodes:
@@ -412,6 +441,9 @@ class LocalStack:
             metrics_ports = region.local.get("edge_metrics_ports", [])
             for i in range(self.edges_per_region):
                 node_id = f"{region.name}-{i + 1}"
+                assert self.ca is not None
+                origin = self.ca.issue(f"edge-{node_id}", [f"{node_id}.edges.{self.regions.domain}",
+                                                           "localhost", "127.0.0.1"])
                 port = self._port(ports[i] if i < len(ports) else 0)
                 metrics_port = self._port(metrics_ports[i] if i < len(metrics_ports) else 0)
                 env = {
@@ -429,11 +461,14 @@ class LocalStack:
                     "GEO_EDGE_WORKERS": "1",
                     "GEO_EDGE_TRUSTED_PROXIES": "127.0.0.0/8",
                     "GEO_EDGE_DRAIN_DELAY": "0",
+                    "GEO_EDGE_TLS_CERT": str(origin.cert),   # an origin certificate of the stack's CA
+                    "GEO_EDGE_TLS_KEY": str(origin.key),
                     "GEO_EDGE_CONSUL_URL": self.consul[region.consul_datacenter].url,
                     **({"GEO_EDGE_CONSUL_TOKEN": self.tokens["edge"]} if self.acl else {}),
                 }
                 proc = ServiceProcess(f"edge-{node_id}", python_entry("edge.cli"), self.workdir / "logs",
-                                      env=env, health_url=f"http://127.0.0.1:{port}/status")
+                                      env=env, health_url=f"https://127.0.0.1:{port}/status",
+                                      health_verify=self.client_ssl())
                 self.edges.append(EdgeNode(region.name, node_id, port, metrics_port, proc))
         for edge in self.edges:
             edge.process.start()
@@ -485,9 +520,16 @@ class LocalStack:
     def _start_router(self) -> None:
         self.router_port = self._port(int(self.regions.local.get("router_port", 8080)))
         self.router_admin_port = self._port(int(self.regions.local.get("router_metrics_port", 9180)))
+        self.router_http_port = self._port(int(self.regions.local.get("router_http_port", 8081)))
+        assert self.ca is not None
+        cert = self.ca.issue("router", ["localhost", "127.0.0.1", self.regions.domain])
         env = {
             "GEO_ROUTER_HOST": "127.0.0.1",
             "GEO_ROUTER_PORT": str(self.router_port),
+            "GEO_ROUTER_TLS_CERT": str(cert.cert),
+            "GEO_ROUTER_TLS_KEY": str(cert.key),
+            "GEO_ROUTER_HTTP_PORT": str(self.router_http_port),
+            "GEO_ROUTER_EDGE_CA_FILE": str(self.ca_cert),
             "GEO_ROUTER_TIMEOUT": "20",
             "GEO_ROUTER_ADMIN_PORT": str(self.router_admin_port),
             "GEO_ROUTER_CONSUL_URL": self.primary.url,

@@ -51,7 +51,8 @@ def run_fault(stack: LocalStack, fault: Fault) -> dict[str, object]:
     report = LoadReport(run_id=f"{fault.name}-{int(time.time())}")
     refetched_before = refetched(stack)
     loader = threading.Thread(target=lambda: asyncio.run(run_clients(
-        stack.router_url, COUNTRIES, duration=fault.load_seconds, rate=RATE, report=report)), daemon=True)
+        stack.router_url, COUNTRIES, duration=fault.load_seconds, rate=RATE, report=report,
+        ssl_context=stack.client_ssl())), daemon=True)  # HTTPS, the stack's CA
     loader.start()
     time.sleep(FAULT_AT)  # the load is time-based: the fault lands a few seconds into it
     fault.times["injected"] = time.monotonic()

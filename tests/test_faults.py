@@ -34,8 +34,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 def test_geo_steering_through_the_router(stack: LocalStack) -> None:
     def pool_of(headers: dict[str, str], source: str | None = None) -> str:
-        transport = httpx.HTTPTransport(local_address=source) if source else None
-        with httpx.Client(transport=transport, timeout=10) as client:
+        transport = httpx.HTTPTransport(local_address=source, verify=stack.client_ssl()) if source else None
+        with httpx.Client(transport=transport, timeout=10, verify=stack.client_ssl()) as client:
             reply = client.post(f"{stack.router_url}/post", json={"event": "view"}, headers=headers)
         assert reply.status_code == 200, reply.text
         return reply.headers["x-geo-pool"]
@@ -49,7 +49,8 @@ def test_geo_steering_through_the_router(stack: LocalStack) -> None:
     assert pool_of({}, source="127.10.0.77") == "eu"      # (DE range)
 
     event_id = f"steer-{time.time_ns()}"
-    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.21.0.5"), timeout=10) as client:
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.21.0.5", verify=stack.client_ssl()),
+                      timeout=10) as client:
         reply = client.post(f"{stack.router_url}/post", json={"event": "view", "event_id": event_id},
                             headers={"CF-Connecting-IP": "6.6.6.6"})  # spoofed: the router overwrites it
     assert reply.status_code == 200

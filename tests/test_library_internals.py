@@ -104,3 +104,21 @@ def test_histogram_counts_written_directly_read_as_observations() -> None:
     assert value("pin_bucket", {"le": "1.0"}) == 2
     assert value("pin_bucket", {"le": "+Inf"}) == 3
     assert value("pin_count") == 3 and abs(value("pin_sum") - 5.15) < 1e-9
+
+
+def test_uvicorn_httptools_protocol_hooks_the_guard_relies_on() -> None:
+    """``service_kit.http_protocol.GuardedHttpProtocol`` overrides the parser callbacks and swaps
+    ``self.app`` for one request; uvicorn must still route through these names (the slow-client
+    tests drive the real thing: tests/test_edge_slowclients.py, tests/test_router_https.py)."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    for name in ("connection_made", "connection_lost", "data_received", "on_message_begin",
+                 "on_headers_complete", "on_message_complete", "timeout_keep_alive_handler"):
+        assert callable(getattr(HttpToolsProtocol, name, None)), name
+    init = inspect.getsource(HttpToolsProtocol.__init__)
+    assert "self.app = config.loaded_app" in init and "self.connections = server_state.connections" in init
+    headers = inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    assert "app = self.app" in headers and "self.cycle = RequestResponseCycle(" in headers
+    assert "self.timeout_keep_alive" in inspect.getsource(HttpToolsProtocol.on_response_complete)

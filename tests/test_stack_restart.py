@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -92,11 +93,14 @@ def make_up(tmp_path: Path) -> Iterator[list[MakeUp]]:
         run.kill()
 
 
-def send(urls: dict[str, str], run_id: str) -> LoadReport:
-    """A few events from Germany and the US through the geo router, every one acknowledged."""
-    router = urls["events_batch"].removesuffix("/v1/events")
+def send(urls: dict[str, str], run_id: str, https: bool = True) -> LoadReport:
+    """A few events from Germany and the US through the geo router, every one acknowledged:
+    over HTTPS trusting only the CA ``make up`` printed, or over its plain-HTTP port."""
+    router = urls["events_batch_https" if https else "events_batch"].removesuffix("/v1/events")
+    assert router.startswith("https://" if https else "http://"), router
+    tls = ssl.create_default_context(cafile=urls["ca_cert"]) if https else None
     report = asyncio.run(run_clients(router, ["DE", "US"], events_per_country=20, rate=200.0,
-                                     batch=10, clients_per_country=1, run_id=run_id))
+                                     batch=10, clients_per_country=1, run_id=run_id, ssl_context=tls))
     assert len(report.acked) == 40 and report.gave_up == 0 and report.rejected == 0, report.summary()
     return report
 
@@ -136,6 +140,7 @@ def test_make_up_twice_on_the_same_workdir_keeps_the_data(tmp_path: Path,
     first = MakeUp(workdir, "first")
     make_up.append(first)
     urls1 = first.urls()
+    ca1 = Path(urls1["ca_cert"]).read_bytes()
     before = send(urls1, "restart-first")
     assert_exact(wait_for_central(central(urls1), before, timeout=180))
     tokens1 = stack_tokens(urls1)
@@ -149,8 +154,11 @@ def test_make_up_twice_on_the_same_workdir_keeps_the_data(tmp_path: Path,
     make_up.append(second)
     urls2 = second.urls()
     assert urls2["consul_ui_token"] == urls1["consul_ui_token"]   # the management token is kept
+    assert Path(urls2["ca_cert"]).read_bytes() == ca1   # the CA is kept: clients keep trusting it
     after = send(urls2, "restart-second")
     assert_exact(wait_for_central(central(urls2), after, timeout=180))
+    plain = send(urls2, "restart-second-plain", https=False)   # the original service's clients
+    assert_exact(wait_for_central(central(urls2), plain, timeout=180))
     # the first run's events are still there, once each
     again = audit_once(central(urls2), before)
     assert again.found == len(before.acked), again.as_dict()
