@@ -52,6 +52,22 @@ def test_go_reference_contract(kafka, tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_go_reference_answers_503_without_kafka(kafka_factory, tmp_path) -> None:
+    """Kafka gone: the Go reference answers 503 with a reason instead of hanging or crashing."""
+    (cluster,) = kafka_factory(1)
+    create_topic(cluster.bootstrap, "goref-down", 1)
+    server = peers.go_reference(cluster.bootstrap, "goref-down").start(tmp_path, None, EVENT)
+    try:
+        cluster.stop()
+        r = httpx.post(server.base + "/post", content=EVENT, timeout=60)
+        assert r.status_code == 503
+        assert r.json() == {"error": "kafka_unavailable"}
+        assert server.proc.poll() is None
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.slow
 def test_bench_edge_measures_every_system(tmp_path) -> None:
     """A one-second run of every scenario: each system has a rate, CPU per request, no errors, and
     the Kafka count of its topic matches its 2xx answers; ratios and goals are filled in."""
