@@ -14,7 +14,9 @@ end offsets' growth, which must match its 2xx answers: a peer that answers witho
 no peer). geo-edge also runs 100-event NDJSON batches on ``/v1/events``; then come edge RSS, a
 py-spy profile of one worker, the uvicorn ceiling (``bench/ceiling.py``: the same wrk script
 against an app that does nothing) and Kafka's own ProducerPerformance for the same record size.
-The systems never run concurrently. The last line is one JSON object: every system's figures, the
+Only one system is under load at a time: the servers of a phase (plain HTTP, then HTTPS) are
+all up, idle but one, and each scenario runs on one system after the other (ABC, then CBA) so that
+peers are compared minutes apart at most. The last line is one JSON object: every system's figures, the
 ratios geo-edge/go and geo-edge/benthos per scenario, and ``goals`` (issue #14's targets). Not a
 test: figures, not pass/fail; the exit code is 1 only when a system failed to run or its Kafka
 count did not match its answers.
@@ -196,38 +198,55 @@ def edge_extras(server: peers.Server, topic: str, work: Path, cluster: KafkaClus
     return extras
 
 
-def run_system(system: peers.System, work: Path, cluster: KafkaCluster, tls: peers.TlsFiles | None,
-               scripts: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
-    """Every scenario of one system: a plain-HTTP server for the first two, an HTTPS one for the others."""
-    out: dict[str, Any] = {"describe": system.describe, "topic": system.topic, "scenarios": {}}
-    for use_tls in (False, True):
-        wanted = [s for s, (t, _) in SCENARIOS.items() if t == use_tls and s in args.scenarios]
-        extras_here = system.name == "geo-edge" and not use_tls
-        if not wanted and not extras_here:
-            continue
-        server = system.start(work, tls if use_tls else None, EVENT)
-        try:
-            for _ in range(args.warmup_posts):  # warm up every worker's producer
-                httpx.post(server.base + "/post", content=EVENT, verify=server.verify(),
-                           headers={"Content-Type": "application/json"})
-            if use_tls:
-                out["tls_version"] = server.tls_version()
-            for scenario in wanted:
-                close = SCENARIOS[scenario][1]
-                edge_counts = system.name == "geo-edge" and scenario == "keepalive"
-                totals0 = produce_totals(server.metrics_url) if edge_counts else (0.0, 0.0)
-                m = measure(server, system.topic, scripts["close" if close else "single"],
-                            args.close_connections if close else args.connections, cluster, args)
-                if edge_counts:  # how well the edge batches single events into Kafka
-                    totals1 = produce_totals(server.metrics_url)
-                    m["events_per_kafka_batch"] = round((totals1[1] - totals0[1]) / max(1.0, totals1[0] - totals0[0]), 1)
-                out["scenarios"][scenario] = m
-                show(system.name, scenario, m)
-            if extras_here:
-                out["extras"] = edge_extras(server, system.topic, work, cluster, scripts, args)
-        finally:
+def run_phase(todo: list[peers.System], use_tls: bool, systems: dict[str, dict[str, Any]], work: Path,
+              cluster: KafkaCluster, tls: peers.TlsFiles, scripts: dict[str, Path], args: argparse.Namespace) -> None:
+    """The plain-HTTP (or the HTTPS) scenarios of every system, interleaved: all servers start (and
+    idle), then each scenario runs on one system after the other (ABC, then CBA, ...) so that a
+    system and its peers are measured minutes apart at most, whatever the machine's load does.
+    Failures land in ``systems[name]["error"]``; the other systems go on."""
+    wanted = [s for s, (t, _) in SCENARIOS.items() if t == use_tls and s in args.scenarios]
+    servers: dict[str, peers.Server] = {}
+    try:
+        for system in todo:
+            info = systems[system.name]
+            if "error" in info or not (wanted or (system.name == "geo-edge" and not use_tls)):
+                continue
+            try:
+                server = system.start(work, tls if use_tls else None, EVENT)
+                servers[system.name] = server
+                for _ in range(args.warmup_posts):  # warm up every worker's producer
+                    httpx.post(server.base + "/post", content=EVENT, verify=server.verify(),
+                               headers={"Content-Type": "application/json"})
+                if use_tls:
+                    info["tls_version"] = server.tls_version()
+            except Exception as exc:  # noqa: BLE001 - reported in the result, the others still run
+                print(f"{system.name}: failed to start: {exc!r}", flush=True)
+                info["error"] = repr(exc)[:2000]
+        for i, scenario in enumerate(wanted):
+            close = SCENARIOS[scenario][1]
+            order = list(servers) if i % 2 == 0 else list(servers)[::-1]
+            for name in order:
+                server = servers[name]
+                try:
+                    edge_counts = name == "geo-edge" and scenario == "keepalive"
+                    totals0 = produce_totals(server.metrics_url) if edge_counts else (0.0, 0.0)
+                    m = measure(server, systems[name]["topic"], scripts["close" if close else "single"],
+                                args.close_connections if close else args.connections, cluster, args)
+                    if edge_counts:  # how well the edge batches single events into Kafka
+                        totals1 = produce_totals(server.metrics_url)
+                        m["events_per_kafka_batch"] = round((totals1[1] - totals0[1])
+                                                            / max(1.0, totals1[0] - totals0[0]), 1)
+                    systems[name]["scenarios"][scenario] = m
+                    show(name, scenario, m)
+                except Exception as exc:  # noqa: BLE001 - reported in the result, the others still run
+                    print(f"{name} {scenario}: failed: {exc!r}", flush=True)
+                    systems[name]["error"] = f"{scenario}: {exc!r}"[:2000]
+        if not use_tls and "geo-edge" in servers and "error" not in systems["geo-edge"]:
+            systems["geo-edge"]["extras"] = edge_extras(servers["geo-edge"], systems["geo-edge"]["topic"], work,
+                                                        cluster, scripts, args)
+    finally:
+        for server in servers.values():
             server.stop()
-    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -324,12 +343,9 @@ def main() -> int:
                    "batch": lua_post(work / "batch.lua", "/v1/events",
                                      b"\n".join([EVENT] * args.batch) + b"\n", "application/x-ndjson")}
         for system in todo:
-            try:
-                systems[system.name] = run_system(system, work, cluster, tls, scripts, args)
-            except Exception as exc:  # noqa: BLE001 - reported in the result, the others still run
-                print(f"{system.name}: failed: {exc!r}", flush=True)
-                systems[system.name] = {"error": repr(exc)[:2000]}
-                failed = True
+            systems[system.name] = {"describe": system.describe, "topic": system.topic, "scenarios": {}}
+        for use_tls in (False, True):
+            run_phase(todo, use_tls, systems, work, cluster, tls, scripts, args)
         if not args.skip_ceiling:
             ceiling = uvicorn_ceiling(work, scripts["single"], args)
             print(f"uvicorn ceiling (bench/ceiling.py, no Kafka, same wrk script): {ceiling['rps']:.0f} req/s"
@@ -346,6 +362,7 @@ def main() -> int:
     finally:
         cluster.stop()
     for info in systems.values():
+        failed |= "error" in info
         failed |= any(not m["kafka_matches"] for m in info.get("scenarios", {}).values())
         failed |= not info.get("extras", {}).get("batch", {}).get("kafka_matches", True)
     ratios, goals = compare(systems)
