@@ -45,7 +45,7 @@ test-slow: deps  ## only the slow fault and load tests
 test-faults: deps  ## the fault suite on the whole local stack
 	$(BIN)/pytest -m faults -s $(PYTEST_ARGS)
 
-bench-edge: deps  ## edge throughput and latency against Kafka's own producer rate
+bench-edge: deps  ## edge against its peers (a Go reference, Benthos; built once) and Kafka's own producer rate
 	$(BIN)/python -m bench.edge
 
 bench-mirror: deps  ## mirror throughput and latency against MirrorMaker 2
