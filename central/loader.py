@@ -30,6 +30,8 @@ DEFAULT_EVENTS_PATTERN = r"^[A-Za-z0-9_-]+\.events$"
 DEFAULT_HEARTBEATS_PATTERN = r"^[A-Za-z0-9_-]+\.heartbeats$"
 
 
+#: how often the consumer-lag gauge is refreshed (s)
+LAG_REFRESH_S = 1.0
 #: how long an empty batch waits for records before the loop looks at its stop event and lag
 IDLE_POLL_S = 0.5
 
@@ -80,6 +82,7 @@ class Loader:
         self._inserted_batches = 0
         #: when the last insert started (monotonic): inserts are ``batch_interval`` apart at least
         self._insert_started = 0.0
+        self._lag_refreshed = -LAG_REFRESH_S
         self.state: dict[str, Any] = {"running": False, "batches": 0, "last_batch_ms": None,
                                       "last_error": None, "insert_failing": False, "topics": [],
                                       "kafka_error": None}
@@ -185,17 +188,27 @@ class Loader:
         return batch
 
     async def _update_lag(self) -> None:
+        """Refresh ``geo_central_consumer_lag`` (at most every ``LAG_REFRESH_S``). A rebalance can
+        land while a position is awaited, so each partition is checked to still be assigned and
+        a read that fails is skipped: the lag gauge must never stop the loader (once it did: an
+        AssertionError 'Partition is not assigned' ended geo-central)."""
         consumer = self._consumer
         assert consumer is not None
+        now = time.monotonic()
+        if now - self._lag_refreshed < LAG_REFRESH_S:
+            return
+        self._lag_refreshed = now
         topics = set()
-        for tp in consumer.assignment():
+        for tp in list(consumer.assignment()):
+            if tp not in consumer.assignment():
+                continue  # revoked while an earlier partition's position was awaited
             topics.add(tp.topic)
-            end = consumer.last_stable_offset(tp)
-            if end is None:
-                end = consumer.highwater(tp)
-            if end is None:
-                continue
             try:
+                end = consumer.last_stable_offset(tp)
+                if end is None:
+                    end = consumer.highwater(tp)
+                if end is None:
+                    continue
                 position = await asyncio.wait_for(consumer.position(tp), 5)
             except (asyncio.TimeoutError, KafkaError, AssertionError):
                 continue

@@ -36,7 +36,7 @@ CONSUL_CONFIG_DIR = REPO / "consul"
 POLICY_DIR = CONSUL_CONFIG_DIR / "policies"
 SERVICE_DIR = CONSUL_CONFIG_DIR / "services"
 AGENT_CONFIG_DIR = CONSUL_CONFIG_DIR / "agent"
-POLICIES = ("edge", "mirror", "georouter", "kafka-registrar", "prometheus")
+POLICIES = ("edge", "mirror", "georouter", "kafka-registrar", "prometheus", "geoctl")
 
 
 @functools.cache

@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -218,13 +219,60 @@ async def test_a_record_after_a_quiet_spell_is_loaded_without_waiting_for_the_in
         await running.close()
 
 
+async def _at_least(count, n: int) -> bool:
+    return await count() >= n
+
+
+async def test_the_loader_rides_over_rebalances_of_its_group(kafka, store) -> None:
+    """A second loader of the same group joins and leaves six times while events arrive (and a new
+    region's topic appears each time, one more rebalance of the pattern subscription): each
+    time the first one's partitions are revoked and assigned again, also while it refreshes its
+    lag gauge (a position awaited there once met a revoked partition, and the AssertionError
+    ended geo-central). The first loader keeps running; every event is loaded."""
+    prefix = "r" + uuid.uuid4().hex[:8]
+    rng = random.Random(7)
+    clickhouse, tables = store
+    queries = Queries(clickhouse, tables)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(f"{prefix}eu.events", 12, 1)])
+    finally:
+        await admin.close()
+    first = Running(_loader(kafka.bootstrap, prefix, store, f"g-{prefix}"))
+    sent = 0
+    try:
+        for round_ in range(6):
+            batch = [random_event(f"{prefix}eu", f"{prefix}eu.events", rng, index=sent + i) for i in range(200)]
+            await produce(kafka.bootstrap, batch)
+            # a new region's topic too: the pattern subscription rebalances the group once more
+            await produce(kafka.bootstrap, [random_event(f"{prefix}x{round_}", f"{prefix}x{round_}.events", rng)])
+            sent += len(batch)
+            second = Running(_loader(kafka.bootstrap, prefix, store, f"g-{prefix}"))
+            await wait_until_async(lambda: second.loader.state["running"], 30, what="second loader running")
+            await wait_until_async(lambda: bool(second.loader.state.get("topics")) or first.task.done(), 30,
+                                   interval=0.1, what=f"second loader assigned (round {round_})")
+            await second.close()
+            assert not first.task.done(), first.task.exception()
+
+        async def loaded() -> int:
+            rows = await clickhouse.select(
+                f"SELECT count() AS n FROM {tables.events} FINAL WHERE region = '{prefix}eu'")
+            return rows[0]["n"]
+
+        await wait_until_async(lambda: _at_least(loaded, sent), 60, interval=0.2, what=f"{sent} events loaded")
+        assert not first.task.done()
+        assert await loaded() == sent
+    finally:
+        await first.close()
+
+
 async def test_replayed_batches_are_invisible(kafka, store) -> None:
     prefix = "d" + uuid.uuid4().hex[:8]
     rng = random.Random(2)
     records = [random_event(f"{prefix}eu", f"{prefix}eu.events", rng, index=i) for i in range(900)]
     await produce(kafka.bootstrap, records)
     clickhouse, tables = store
-    queries = Queries(clickhouse, tables)
 
     async def raw_count() -> int:
         return (await clickhouse.select(f"SELECT count() AS n FROM {tables.events}"))[0]["n"]
