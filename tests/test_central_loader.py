@@ -232,7 +232,6 @@ async def test_the_loader_rides_over_rebalances_of_its_group(kafka, store) -> No
     prefix = "r" + uuid.uuid4().hex[:8]
     rng = random.Random(7)
     clickhouse, tables = store
-    queries = Queries(clickhouse, tables)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()
     try:
@@ -273,6 +272,7 @@ async def test_replayed_batches_are_invisible(kafka, store) -> None:
     records = [random_event(f"{prefix}eu", f"{prefix}eu.events", rng, index=i) for i in range(900)]
     await produce(kafka.bootstrap, records)
     clickhouse, tables = store
+    queries = Queries(clickhouse, tables)
 
     async def raw_count() -> int:
         return (await clickhouse.select(f"SELECT count() AS n FROM {tables.events}"))[0]["n"]
