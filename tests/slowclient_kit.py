@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from service_kit.wait import wait_until
+
 STALLED_HEAD = b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"   # the issue's request
 JSON = {"Content-Type": "application/json"}
 STALLED_BODY = b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ev"
@@ -125,3 +127,31 @@ class NormalClients:
                 self.statuses[status] += 1
                 self.slowest = max(self.slowest, time.monotonic() - started)
                 self._stop.wait(0.02)  # not a wait for a condition: the client's pacing
+
+
+@dataclass
+class Storm:
+    """What ``stall_storm`` saw: how long opening took, the process tree's descriptors at the
+    peak, and how the stalled connections were closed."""
+
+    opened: float
+    peak_fds: int
+    closed: Closed
+
+
+def stall_storm(pid: int, port: int, count: int, baseline: int, normal: "NormalClients", timeout: float,
+                tls: ssl.SSLContext | None = None, after_served: int = 10, what: str = "the server") -> Storm:
+    """Open ``count`` connections that send ``STALLED_HEAD`` and stall, while ``normal`` clients
+    run; wait until the server (process tree ``pid``, ``baseline`` descriptors before) holds them, until it has closed them
+    (``timeout``: its header timeout), and until the normal clients were served ``after_served``
+    more times after the storm."""
+    started = time.monotonic()
+    socks = stall(port, count, STALLED_HEAD, tls=tls)
+    opened = time.monotonic() - started
+    wait_until(lambda: tree_fds(pid) >= baseline + count * 0.9, 30,
+               what=f"{what} holding the stalled connections")
+    peak = tree_fds(pid)
+    closed = wait_closed(socks, started, timeout=timeout + opened + 30)
+    served = normal.statuses[200]
+    wait_until(lambda: normal.statuses[200] > served + after_served, 10, what="normal clients after the storm")
+    return Storm(opened, peak, closed)

@@ -21,7 +21,7 @@ from edge.testing import edge_argv, edge_env, wait_status
 from harness.ports import free_port
 from harness.process import spawn, terminate
 from service_kit.wait import wait_until
-from slowclient_kit import STALLED_BODY, STALLED_HEAD, NormalClients, stall, tree_fds, wait_closed
+from slowclient_kit import STALLED_BODY, STALLED_HEAD, NormalClients, stall, stall_storm, tree_fds, wait_closed
 
 TIMEOUT = 2.0
 STALLED = 3000   # the figure; each holds one descriptor here and one in the edge
@@ -58,17 +58,9 @@ def test_3000_stalled_headers_are_answered_408_and_closed(edge) -> None:
     url = f"http://127.0.0.1:{cfg.port}/post"
     baseline = tree_fds(proc.pid)
     before = closed_metric(cfg, "header_timeout")
-    with NormalClients(url) as normal:
-        started = time.monotonic()
-        socks = stall(cfg.port, STALLED, STALLED_HEAD)
-        opened = time.monotonic() - started
-        wait_until(lambda: tree_fds(proc.pid) >= baseline + STALLED * 0.9, 30,
-                   what="the edge holding the stalled connections")
-        peak = tree_fds(proc.pid)
-        closed = wait_closed(socks, started, timeout=TIMEOUT + opened + 30)
-        # normal clients keep going after the storm too
-        served = normal.statuses[200]
-        wait_until(lambda: normal.statuses[200] > served + 10, 10, what="normal clients after the storm")
+    with NormalClients(url) as normal:  # normal clients keep going during and after the storm
+        storm = stall_storm(proc.pid, cfg.port, STALLED, baseline, normal, TIMEOUT, what="the edge")
+    opened, peak, closed = storm.opened, storm.peak_fds, storm.closed
     print(f"stalled {STALLED} opened in {opened:.1f}s; fds {baseline} -> {peak}; closed after "
           f"{min(closed.after):.1f}-{max(closed.after):.1f}s; normal {dict(normal.statuses)} "
           f"slowest {normal.slowest:.2f}s")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +20,7 @@ from geostack.processes import ServiceProcess, python_entry
 from harness.consul import ConsulAgent
 from harness.ports import free_port
 from service_kit.wait import wait_until
-from slowclient_kit import STALLED_HEAD, NormalClients, stall, tree_fds, wait_closed
+from slowclient_kit import NormalClients, stall_storm, tree_fds
 
 TIMEOUT = 2.0
 
@@ -137,14 +136,10 @@ def test_stalled_connections_closed_normal_clients_served(stack, scheme: str, co
     baseline = tree_fds(router.proc.pid)
     before = closed_metric(router, "header_timeout")
     with NormalClients(f"{router.https}/post", verify=ca.client_context()) as normal:
-        started = time.monotonic()
-        socks = stall(port, count, STALLED_HEAD, tls=ca.client_context() if scheme == "https" else None)
-        opened = time.monotonic() - started
-        wait_until(lambda: tree_fds(router.proc.pid) >= baseline + count * 0.9, 30,
-                   what="the router holding the stalled connections")
-        closed = wait_closed(socks, started, timeout=TIMEOUT + opened + 30)
-        served = normal.statuses[200]
-        wait_until(lambda: normal.statuses[200] > served + 5, 10, what="normal clients after the storm")
+        storm = stall_storm(router.proc.pid, port, count, baseline, normal, TIMEOUT,
+                            tls=ca.client_context() if scheme == "https" else None, after_served=5,
+                            what="the router")
+    opened, closed = storm.opened, storm.closed
     print(f"router {scheme}: {count} stalled opened in {opened:.1f}s, closed after "
           f"{min(closed.after):.1f}-{max(closed.after):.1f}s; normal {dict(normal.statuses)} "
           f"slowest {normal.slowest:.2f}s")
