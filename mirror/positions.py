@@ -14,6 +14,14 @@ partitions, and aiokafka's ``AIOKafkaConsumer.committed`` ignores that error and
 Reading that as "never committed" sought the partition to its beginning and copied all of it again
 (the 577 mirror duplicates of one central-outage fault run, ``docs/mirror.md``). So reads go
 through the admin client's OffsetFetch and a missing partition is retried.
+
+A second way to read a stale position: the transaction that carried a position has committed
+(EndTxn answered) but the coordinator is still writing its markers, the offsets-topic marker
+among them. Until that marker is in, an OffsetFetch without ``require_stable`` answers the last
+*completed* commit — for a first commit, -1, "never committed" (CI saw it once in 250 reads, on
+the first read after the commit). Reads therefore ask with ``require_stable`` (OffsetFetch v7,
+KIP-447, ``service_kit.aiokafka_internals.fetch_stable_offsets``): the broker answers
+UNSTABLE_OFFSET_COMMIT for such a partition, and that is retried like a missing one.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from service_kit.aiokafka_internals import fetch_stable_offsets
 from service_kit.kafka_security import PLAINTEXT, KafkaSecurity
 
 
@@ -44,25 +53,34 @@ class Positions:
         self._started = False
 
     async def start(self) -> None:
-        await asyncio.wait_for(self._admin.start(), self._timeout)
-        await asyncio.wait_for(self._consumer.start(), self._timeout)
+        try:
+            await asyncio.wait_for(self._admin.start(), self._timeout)
+            await asyncio.wait_for(self._consumer.start(), self._timeout)
+        except BaseException:
+            await self._close_clients()   # a half-started reader leaves no client open behind it
+            raise
         self._started = True
 
     async def stop(self) -> None:
         if self._started:
             self._started = False
+            await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        try:
             await asyncio.wait_for(self._consumer.stop(), self._timeout)
+        finally:
             await asyncio.wait_for(self._admin.close(), self._timeout)
 
     async def read(self, tp: TopicPartition, retry_s: float = 0.2) -> int | None:
         """The committed position of target partition ``tp``, None when never committed. An
-        answer without the partition (a group-level error) is retried until the timeout."""
+        answer without a stable position for it (a group-level error, a transactional commit still
+        completing) is retried until the timeout."""
         async with asyncio.timeout(self._timeout):
             while True:
-                offsets = await self._admin.list_consumer_group_offsets(self.group_id, partitions=[tp])
-                meta = offsets.get(tp)
-                if meta is not None:
-                    return None if meta.offset < 0 else meta.offset
+                offset = (await fetch_stable_offsets(self._admin, self.group_id, [tp])).get(tp)
+                if offset is not None:
+                    return None if offset < 0 else offset
                 await asyncio.sleep(retry_s)  # a backoff between requests, not a wait for a condition
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:

@@ -79,6 +79,43 @@ async def test_known_partitions_and_refresh_metadata(kafka: KafkaCluster, unique
         await producer.stop()
 
 
+async def test_fetch_stable_offsets_leaves_out_a_commit_still_in_a_transaction(
+        kafka: KafkaCluster, unique_topic: str) -> None:
+    """OffsetFetch v7 with require_stable, built on aiokafka's protocol structs and sent with the
+    admin client's ``_send_request``: a partition whose offsets sit in an open transaction is left
+    out (the broker's UNSTABLE_OFFSET_COMMIT), one never committed reads -1, and the transaction's
+    commit makes the offset readable. aiokafka's own OffsetFetch (v1-v3) reads -1 for the pending
+    one, which is what ``mirror.positions`` must never take for "never committed"."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    await create_topic(kafka.bootstrap, unique_topic, 2)
+    group = f"pin-{uuid.uuid4().hex[:8]}"
+    pending, never = TopicPartition(unique_topic, 0), TopicPartition(unique_topic, 1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=f"tx-{group}")
+    await admin.start()
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await (await producer.send(unique_topic, b"x", partition=0))
+        await producer.send_offsets_to_transaction({pending: 42}, group)
+        unstable = await aiokafka_internals.fetch_stable_offsets(admin, group, [pending, never])
+        assert unstable == {never: -1}, unstable
+        plain = await admin.list_consumer_group_offsets(group, partitions=[pending])
+        assert plain[pending].offset == -1   # what the stable read protects against
+        await producer.commit_transaction()
+
+        async def stable() -> bool:
+            answer = await aiokafka_internals.fetch_stable_offsets(admin, group, [pending, never])
+            return answer == {pending: 42, never: -1}
+
+        await wait_until_async(stable, 20, interval=0.05, what="the committed offset, stable")
+    finally:
+        await producer.stop()
+        await admin.close()
+
+
 async def test_open_connection_lets_the_reason_through(kafka: KafkaCluster) -> None:
     """aiokafka.conn.create_conn opens one connection as a client would and raises the broker's
     refusal itself (a client's bootstrap only says "Unable to bootstrap"): here a SASL handshake
