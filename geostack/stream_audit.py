@@ -69,8 +69,11 @@ class StreamTally:
 
 
 async def audit_stream(bootstrap: str, run_id: str, timeout: float = 120.0,
-                       security: KafkaSecurity = PLAINTEXT) -> StreamAudit:
-    """Read every ``<region>.events`` topic of the central cluster to its last stable offset."""
+                       security: KafkaSecurity = PLAINTEXT, since_ms: int | None = None) -> StreamAudit:
+    """Read every ``<region>.events`` topic of the central cluster to its last stable offset;
+    with ``since_ms``, from the first record stamped at or after it (a run's records carry the
+    edge's receive time, which the mirror keeps): the fault suite audits one run after another
+    on one stack, and reading from the beginning every time read all earlier runs again."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=8 << 20, **security.client_kwargs())
@@ -82,8 +85,12 @@ async def audit_stream(bootstrap: str, run_id: str, timeout: float = 120.0,
             while not consumer.assignment():
                 await consumer.getmany(timeout_ms=200)
             partitions = sorted(consumer.assignment())
-            await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            if since_ms is not None:
+                starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+                for tp, found in starts.items():
+                    consumer.seek(tp, found.offset if found is not None else end[tp])
             remaining = {tp for tp in partitions if end[tp] > 0}
             while remaining:
                 batch = await consumer.getmany(timeout_ms=500, max_records=10_000)

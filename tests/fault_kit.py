@@ -48,6 +48,7 @@ class Fault:
 
 def run_fault(stack: LocalStack, fault: Fault) -> dict[str, object]:
     """Load the stack, apply the fault, check exactly-once; returns and prints the figures."""
+    started_ms = int(time.time() * 1000) - 5000   # the run's records are stamped after this
     report = LoadReport(run_id=f"{fault.name}-{int(time.time())}")
     refetched_before = refetched(stack)
     loader = threading.Thread(target=lambda: asyncio.run(run_clients(
@@ -66,7 +67,8 @@ def run_fault(stack: LocalStack, fault: Fault) -> dict[str, object]:
     loader.join(fault.load_seconds + 240)
     assert not loader.is_alive(), "the simulated clients did not finish"
     audit = wait_for_central(stack.central_url, report, timeout=240)
-    stream = asyncio.run(audit_stream(stack.kafka[stack.regions.central.name].bootstrap, report.run_id))
+    stream = asyncio.run(audit_stream(stack.kafka[stack.regions.central.name].bootstrap, report.run_id,
+                                    since_ms=started_ms))
     figures = {
         "fault": fault.name, "sent": report.sent, "acknowledged": len(report.acked),
         "found_centrally": audit.found, "missing": audit.missing, "duplicates": audit.duplicates,

@@ -4,6 +4,7 @@ and the stream audit read, and geo-central applies the edge's user-key rule."""
 from __future__ import annotations
 
 import string
+import uuid
 
 import orjson
 import pytest
@@ -181,3 +182,31 @@ async def test_records_the_running_edge_writes_load_in_central_with_the_same_use
         assert row["user_id"] == ("" if user is None else user)
         assert (row["region"], row["edge"], row["country"]) == ("test", "edge-t1", "DE")
     assert not expected
+
+
+async def test_stream_audit_since_a_time_reads_only_records_stamped_after_it(kafka) -> None:
+    """``audit_stream(since_ms=...)`` starts each partition at the first record stamped at or after
+    the time (what the fault suite passes: one run after another on one stack); records of the
+    same run stamped before it are not read, a partition with nothing after it is skipped."""
+    from aiokafka import AIOKafkaProducer
+
+    from geostack.stream_audit import audit_stream
+    from test_mirror_helpers import create_topic
+
+    topic = f"audit{uuid.uuid4().hex[:8]}.events"
+    await create_topic(kafka.bootstrap, topic, 2)
+    since = 1_800_000_000_000
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    await producer.start()
+    try:
+        for i, (partition, stamp) in enumerate([(0, since - 10), (0, since), (0, since + 5),
+                                                (1, since - 20)]):
+            doc = {"event": "view", "event_id": f"e{i}", "run_id": topic}
+            await producer.send_and_wait(topic, orjson.dumps(doc), partition=partition, timestamp_ms=stamp,
+                                         headers=mirrored([], offset=i))
+    finally:
+        await producer.stop()
+    everything = await audit_stream(kafka.bootstrap, topic, timeout=60)
+    assert everything.records == 4
+    recent = await audit_stream(kafka.bootstrap, topic, timeout=60, since_ms=since)
+    assert (recent.records, recent.event_ids, recent.mirror_duplicates) == (2, 2, 0)
