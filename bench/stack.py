@@ -243,7 +243,9 @@ def mirror_figures(stack: LocalStack) -> dict[str, float]:
 def e2e_latency(stack: LocalStack, since: float) -> dict[str, float] | None:
     doc = httpx.get(f"{stack.central_url}/api/latency", params={"from": int(since * 1000)}, timeout=30).json()
     rows = doc.get("rows", [])
-    return {r["region"]: r["p99_ms"] for r in rows} if rows else None
+    return {**{r["region"]: r["p99_ms"] for r in rows},
+            **{f"{r['region']}_legs_p99": {"to_mirrored": r["mirror_p99_ms"], "mirrored_to_loaded": r["load_p99_ms"]}
+               for r in rows}} if rows else None
 
 
 class LagSampler:

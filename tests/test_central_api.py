@@ -79,7 +79,7 @@ async def test_counts_top_latency_freshness_event(api) -> None:
         assert [[r["key"], r["count"]] for r in top] == want_top, by
     latency = {r["region"]: r for r in (await client.get(f"/api/latency?{rng}")).json()["rows"]}
     assert latency["eu"] == {"region": "eu", "count": 10, "p50_ms": 600, "p90_ms": 1000, "p99_ms": 1000,
-                             "max_ms": 1000}
+                             "max_ms": 1000, "mirror_p99_ms": 5, "load_p99_ms": 995}  # mirrored 5 ms after receive
     assert latency["us"]["p50_ms"] == 1000 and latency["us"]["count"] == 5
     fresh = {r["region"]: r for r in (await client.get("/api/freshness")).json()["rows"]}
     assert fresh["eu"]["last_heartbeat_ms"] == now - 2_000 and fresh["us"]["last_heartbeat_ms"] == now - 9_000
