@@ -20,7 +20,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from central.clickhouse import AsyncClickHouse, ClickHouseError
 from central.metrics import CentralMetrics
-from central.records import RecordLike, Rejected, Row, event_row, heartbeat_row, quarantine_row
+from central.records import RecordLike, Rejected, Row, ch_time, event_row, heartbeat_row, quarantine_row
 from central.schema import EVENT_COLUMNS, HEARTBEAT_COLUMNS, QUARANTINE_COLUMNS, Tables
 from service_kit.kafka_security import PLAINTEXT, KafkaSecurity, explain
 
@@ -117,9 +117,15 @@ class Loader:
                                      (self.tables.quarantine, QUARANTINE_COLUMNS, batch.quarantine)):
             if not rows:
                 continue
+            loaded_at = columns.index("loaded_at")
             while True:
                 try:
-                    await self.clickhouse.insert(table, columns, rows)
+                    # ``loaded_at`` is the time this insert (attempt) started, not when the loader
+                    # fetched the record: "edge receive -> row in the table" must include the
+                    # batch's wait for its insert (the insert itself is geo_central_batch_seconds).
+                    stamp = ch_time(int(time.time() * 1000))
+                    await self.clickhouse.insert(table, columns, [
+                        (*row[:loaded_at], stamp, *row[loaded_at + 1:]) for row in rows])
                     self.state["insert_failing"] = False
                     break
                 except ClickHouseError as exc:

@@ -219,6 +219,33 @@ async def test_a_record_after_a_quiet_spell_is_loaded_without_waiting_for_the_in
         await running.close()
 
 
+async def test_loaded_at_is_when_the_rows_insert_started_not_when_they_were_fetched(kafka, store) -> None:
+    """``loaded_at`` - ``received_at`` is the table's end-to-end latency, so ``loaded_at`` must
+    include a fetched record's wait for its insert. With inserts spaced 2 s, a record fetched
+    just after an insert waits about 2 s: its ``loaded_at`` is at least the spacing after the
+    previous batch's (stamped at fetch time it was a few ms after it)."""
+    prefix = "s" + uuid.uuid4().hex[:8]
+    rng = random.Random(7)
+    clickhouse, tables = store
+    queries = Queries(clickhouse, tables)
+    running = Running(_loader(kafka.bootstrap, prefix, store, f"g-{prefix}", batch_interval=2.0))
+    try:
+        await wait_until_async(lambda: running.loader.state["running"], 30, what="loader running")
+
+        async def events(n: int) -> bool:
+            return (await queries.summary())["events"] >= n
+
+        for index in (0, 1):
+            await produce(kafka.bootstrap, [random_event(f"{prefix}eu", f"{prefix}eu.events", rng, index=index)])
+            await wait_until_async(lambda: events(index + 1), 30, interval=0.05, what=f"record {index} loaded")
+        rows = await clickhouse.select(f"SELECT toUnixTimestamp64Milli(loaded_at) AS t FROM {tables.events} "
+                                       f"FINAL ORDER BY t")
+        first, second = (r["t"] for r in rows)
+        assert second - first >= 1900, (first, second)
+    finally:
+        await running.close()
+
+
 async def _at_least(count, n: int) -> bool:
     return await count() >= n
 
