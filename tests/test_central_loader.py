@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -196,27 +197,31 @@ async def test_loads_committed_events_quarantines_bad_ones_and_finds_new_regions
         await running.close()
 
 
+@contextlib.asynccontextmanager
+async def _running_loader(kafka, store, prefix: str, **kw: Any) -> AsyncIterator[Queries]:  # type: ignore[no-untyped-def]
+    """A loader of ``prefix``'s topics, running (closed on the way out); the queries of its store."""
+    clickhouse, tables = store
+    running = Running(_loader(kafka.bootstrap, prefix, store, f"g-{prefix}", **kw))
+    try:
+        await wait_until_async(lambda: running.loader.state["running"], 30, what="loader running")
+        yield Queries(clickhouse, tables)
+    finally:
+        await running.close()
+
+
+async def _events_at_least(queries: Queries, n: int) -> bool:
+    return (await queries.summary())["events"] >= n
+
+
 async def test_a_record_after_a_quiet_spell_is_loaded_without_waiting_for_the_interval(kafka, store) -> None:
     """Inserts are spaced by ``batch_interval``; a batch never waits for that timer once the
     last insert is far enough back. With a 120-s interval, a record arriving on an idle loader is
     in the table long before the interval (a loader that filled every batch for the interval
     would show it after two minutes)."""
     prefix = "q" + uuid.uuid4().hex[:8]
-    rng = random.Random(5)
-    clickhouse, tables = store
-    queries = Queries(clickhouse, tables)
-    running = Running(_loader(kafka.bootstrap, prefix, store, f"g-{prefix}", batch_interval=120.0))
-    try:
-        await wait_until_async(lambda: running.loader.state["running"], 30, what="loader running")
-        first = [random_event(f"{prefix}eu", f"{prefix}eu.events", rng, index=0)]
-        await produce(kafka.bootstrap, first)
-
-        async def events(n: int) -> bool:
-            return (await queries.summary())["events"] >= n
-
-        await wait_until_async(lambda: events(1), 30, interval=0.2, what="first record loaded")
-    finally:
-        await running.close()
+    async with _running_loader(kafka, store, prefix, batch_interval=120.0) as queries:
+        await produce(kafka.bootstrap, [random_event(f"{prefix}eu", f"{prefix}eu.events", random.Random(5), index=0)])
+        await wait_until_async(lambda: _events_at_least(queries, 1), 30, interval=0.2, what="first record loaded")
 
 
 async def test_loaded_at_is_when_the_rows_insert_started_not_when_they_were_fetched(kafka, store) -> None:
@@ -227,23 +232,15 @@ async def test_loaded_at_is_when_the_rows_insert_started_not_when_they_were_fetc
     prefix = "s" + uuid.uuid4().hex[:8]
     rng = random.Random(7)
     clickhouse, tables = store
-    queries = Queries(clickhouse, tables)
-    running = Running(_loader(kafka.bootstrap, prefix, store, f"g-{prefix}", batch_interval=2.0))
-    try:
-        await wait_until_async(lambda: running.loader.state["running"], 30, what="loader running")
-
-        async def events(n: int) -> bool:
-            return (await queries.summary())["events"] >= n
-
+    async with _running_loader(kafka, store, prefix, batch_interval=2.0) as queries:
         for index in (0, 1):
             await produce(kafka.bootstrap, [random_event(f"{prefix}eu", f"{prefix}eu.events", rng, index=index)])
-            await wait_until_async(lambda: events(index + 1), 30, interval=0.05, what=f"record {index} loaded")
+            await wait_until_async(lambda: _events_at_least(queries, index + 1), 30, interval=0.05,
+                                   what=f"record {index} loaded")
         rows = await clickhouse.select(f"SELECT toUnixTimestamp64Milli(loaded_at) AS t FROM {tables.events} "
                                        f"FINAL ORDER BY t")
-        first, second = (r["t"] for r in rows)
-        assert second - first >= 1900, (first, second)
-    finally:
-        await running.close()
+    first, second = (r["t"] for r in rows)
+    assert second - first >= 1900, (first, second)
 
 
 async def _at_least(count, n: int) -> bool:
