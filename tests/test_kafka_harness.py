@@ -145,9 +145,15 @@ def test_three_brokers_replicate_and_ride_over_a_lost_leader(tmp_path, unique_to
         cluster.wait_in_sync(90)
         assert cluster.under_replicated() == []
         assert sorted(asyncio.run(_consume(cluster.bootstrap, unique_topic, 2))) == [b"1", b"2"]
-        # Every node shuts down on its SIGTERM (143), none is killed: stopped one by one, the
-        # last voter waited for a controller quorum that was gone until the SIGKILL (-9).
-        assert cluster.stop() == [143, 143, 143]
+        # The nodes stop together: a majority shuts down on its SIGTERM (143). Stopped one by
+        # one, the last voter waited 30 s for a quorum that was gone, then was killed (-9); a
+        # node left without its quorum is now killed after a short grace instead, and nothing
+        # acknowledged is lost by it: the restarted cluster still holds both records.
+        codes = cluster.stop()
+        assert codes.count(143) >= 2, codes
+        assert cluster.pids == []
+        cluster.start()
+        assert sorted(asyncio.run(_consume(cluster.bootstrap, unique_topic, 2))) == [b"1", b"2"]
     assert cluster.pids == []
 
 
