@@ -10,6 +10,11 @@ batch of that partition (one produce request in flight per broker), the open bat
 records, so each produce request carries everything that arrived during the previous one.
 Offsets come from the batch's base offset plus the record's position.
 Deadlines are checked by one sweeper every ``tick`` seconds (no timer per request).
+
+Calls go one way: the sink (``edge.sink``) drives this class and reads its state, this class never
+calls back into the sink. ``pending`` counts the records submitted whose delivery has not finished
+(the sink's admission limit reads it); a failed or timed-out produce is recorded and signalled on
+``failed``, which the sink's supervisor awaits beside its own timer (``take_failure``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import collections
 import logging
 import time
 from functools import partial
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from aiokafka import AIOKafkaProducer
 from murmurhash2 import murmurhash2
@@ -72,13 +77,15 @@ class BatchingProducer:
     """Per-partition batches built by the edge and submitted with ``send_batch``."""
 
     def __init__(self, producer: AIOKafkaProducer, topic: str, timeout: float,
-                 on_done: Callable[[int], None], on_failure: Callable[[str], None],
                  tick: float = 0.1, key_cache_size: int = 100_000) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout = timeout
-        self._on_done = on_done  # called with the record count of every finished delivery
-        self._on_failure = on_failure
+        #: records submitted whose delivery has not finished (acknowledged, failed or timed out)
+        self.pending = 0
+        #: set when a produce failed or timed out; ``take_failure`` says why and clears it
+        self.failed = asyncio.Event()
+        self._failure: str | None = None
         self._tick = tick
         self._loop = asyncio.get_running_loop()
         # per partition: batches not yet handed to aiokafka, oldest first; only the last takes records
@@ -91,6 +98,16 @@ class BatchingProducer:
         self._partitions: tuple[int, ...] = ()
         self.refresh_partitions()
         self._sweeper = asyncio.create_task(self._sweep(), name="produce-deadlines")
+
+    def take_failure(self) -> str | None:
+        """The last produce failure since the previous call (None: none), clearing ``failed``."""
+        failure, self._failure = self._failure, None
+        self.failed.clear()
+        return failure
+
+    def _report(self, failure: str) -> None:
+        self._failure = failure
+        self.failed.set()
 
     def refresh_partitions(self) -> None:
         parts = tuple(sorted(known_partitions(self.producer, self.topic)))
@@ -116,6 +133,7 @@ class BatchingProducer:
         """Append ``records`` to the open batches; the returned delivery resolves after the acks."""
         delivery = Delivery(len(records), self._loop.create_future(), self._loop.time() + self.timeout)
         self._deliveries.append(delivery)
+        self.pending += len(records)
         queued = self._queued
         for index, (key, value, headers) in enumerate(records):
             try:
@@ -187,7 +205,7 @@ class BatchingProducer:
 
     def _fail(self, batch: _OpenBatch, exc: BaseException | None) -> None:
         error = EdgeError(KAFKA_UNAVAILABLE, f"Kafka: {type(exc).__name__}")
-        self._on_failure(f"{type(exc).__name__}: {exc}")
+        self._report(f"{type(exc).__name__}: {exc}")
         for delivery, index in batch.entries:
             self._resolve(delivery, index, error)
 
@@ -201,7 +219,7 @@ class BatchingProducer:
 
     def _finish(self, delivery: Delivery) -> None:
         if delivery.remaining >= 0:
-            self._on_done(len(delivery.results))
+            self.pending -= len(delivery.results)
             delivery.remaining = -1
         if not delivery.future.done():
             delivery.future.set_result(delivery.results)
@@ -221,7 +239,7 @@ class BatchingProducer:
                     delivery.results = [r if r is not None else error for r in delivery.results]
                     self._finish(delivery)
             if expired:
-                self._on_failure("produce timed out")
+                self._report("produce timed out")
 
     async def close(self, timeout: float) -> None:
         """Hand over every open batch and wait (bounded) for their acks; what is still unacknowledged

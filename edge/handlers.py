@@ -248,6 +248,67 @@ def decode_pixel_query(query: bytes, limit: int) -> bytes:
         raise EdgeError(errors.INVALID_QUERY, "`e` is neither JSON nor base64url JSON") from None
 
 
+def batch_format(headers: dict[bytes, bytes]) -> bool | None:
+    """Whether a ``/v1/events`` body is NDJSON by its Content-Type (``None``: sniff the body)."""
+    mtype = media_type(headers)
+    if mtype == b"application/json":
+        return False
+    if mtype in _NDJSON_TYPES:
+        return True
+    if mtype in (b"", b"text/plain"):
+        return None
+    raise EdgeError(errors.UNSUPPORTED_MEDIA_TYPE, "send application/json or application/x-ndjson")
+
+
+class BatchOutcome:
+    """The per-event results of one ``/v1/events`` request and the answer they make (pure)."""
+
+    __slots__ = ("results", "positions", "ids", "accepted", "kafka_failed")
+
+    def __init__(self, count: int) -> None:
+        self.results: list[dict[str, Any] | None] = [None] * count
+        self.positions: list[int] = []   # the index of every event handed to Kafka, in order
+        self.ids: list[bytes] = []
+        self.accepted = 0
+        self.kafka_failed = False
+
+    def rejected(self, index: int, exc: EdgeError) -> None:
+        self.results[index] = {"index": index, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
+
+    def produced(self, index: int, event_id: bytes) -> None:
+        self.positions.append(index)
+        self.ids.append(event_id)
+
+    def stored(self, acks: list[Ack | EdgeError]) -> None:
+        """Kafka's answer for the produced events, in the order they were produced."""
+        results = self.results
+        for index, event_id, ack in zip(self.positions, self.ids, acks):
+            if isinstance(ack, Ack):
+                self.accepted += 1
+                results[index] = {"index": index, "status": "accepted", "event_id": event_id.decode(),
+                                  "partition": ack.partition, "offset": ack.offset}
+            else:
+                self.kafka_failed = True
+                metrics.EVENTS_REJECTED.labels(ack.reason).inc()
+                results[index] = {"index": index, "status": "failed", "event_id": event_id.decode(),
+                                  "reason": ack.reason, "detail": ack.detail}
+
+    def answer(self) -> tuple[int, bytes, bytes]:
+        """200 when some were stored and none failed in Kafka, 503 when Kafka failed some, 400
+        when none was valid."""
+        doc: dict[str, Any] = {"accepted": self.accepted, "rejected": len(self.results) - self.accepted,
+                               "results": self.results}
+        if self.kafka_failed:
+            status = 503
+            doc["error"] = {"reason": errors.KAFKA_TIMEOUT, "detail": "some events were not stored"}
+        elif self.accepted:
+            status = 200
+        else:
+            status = 400
+            doc["error"] = {"reason": errors.ALL_REJECTED, "detail": "no event of the batch is valid"}
+        return status, orjson.dumps(doc), JSON
+
+
 class BatchEvents(EventEndpoint):
     """``POST /v1/events``: a JSON array or NDJSON; valid events are stored, invalid ones reported."""
 
@@ -256,16 +317,19 @@ class BatchEvents(EventEndpoint):
     async def handle(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes],
                      peer: Peer) -> tuple[int, bytes, bytes]:
         ctx = self.ctx
-        mtype = media_type(headers)
-        if mtype == b"application/json":
-            ndjson = False
-        elif mtype in _NDJSON_TYPES:
-            ndjson = True
-        elif mtype in (b"", b"text/plain"):
-            ndjson = None  # sniffed from the first byte
-        else:
-            raise EdgeError(errors.UNSUPPORTED_MEDIA_TYPE, "send application/json or application/x-ndjson")
-        raw = await self._read(receive, headers)
+        ndjson = batch_format(headers)
+        elements = self._elements(await self._read(receive, headers), ndjson)
+        rctx = ctx.request_context(peer, headers, single=False)
+        outcome = BatchOutcome(len(elements))
+        records = self._valid_records(elements, rctx, outcome)
+        if records:
+            outcome.stored(await ctx.sink.send_many(records))
+        if outcome.accepted:
+            self._accepted.inc(outcome.accepted)
+        return outcome.answer()
+
+    def _elements(self, raw: bytes, ndjson: bool | None) -> list[Any]:
+        """The batch's elements (NDJSON lines as bytes, array items as parsed), within the limits."""
         stripped = raw.lstrip()
         if not stripped:
             raise EdgeError(errors.EMPTY_BODY, "the body is empty")
@@ -274,55 +338,28 @@ class BatchEvents(EventEndpoint):
         elements = self._split_ndjson(raw) if ndjson else self._split_array(raw)
         if not elements:
             raise EdgeError(errors.EMPTY_BATCH, "the batch has no events")
-        if len(elements) > ctx.max_batch_events:
+        if len(elements) > self.ctx.max_batch_events:
             raise EdgeError(errors.TOO_MANY_EVENTS,
-                            f"{len(elements)} events; at most {ctx.max_batch_events} per request")
+                            f"{len(elements)} events; at most {self.ctx.max_batch_events} per request")
+        return elements
 
-        rctx = ctx.request_context(peer, headers, single=False)
-        results: list[dict[str, Any] | None] = [None] * len(elements)
+    def _valid_records(self, elements: list[Any], rctx: RequestContext, outcome: BatchOutcome) -> list[Record]:
+        """The Kafka records of the valid elements; each invalid one is reported in ``outcome``
+        and sent to the dead-letter topic."""
+        enricher = self.ctx.enricher
         records: list[Record] = []
-        positions: list[int] = []
-        ids: list[bytes] = []
         for index, element in enumerate(elements):
             try:
                 value, doc = self._event(element)
             except EdgeError as exc:
-                results[index] = {"index": index, "status": "rejected", "reason": exc.reason,
-                                  "detail": exc.detail}
+                outcome.rejected(index, exc)
                 metrics.EVENTS_REJECTED.labels(exc.reason).inc()
                 self._dead_letter(element, exc, rctx)
                 continue
             event_id, key = event_id_and_key(doc, None)
-            records.append((key, value, ctx.enricher.headers(doc, rctx, event_id)))
-            positions.append(index)
-            ids.append(event_id)
-        accepted = 0
-        kafka_failed = False
-        if records:
-            acks = await ctx.sink.send_many(records)
-            for index, event_id, ack in zip(positions, ids, acks):
-                if isinstance(ack, Ack):
-                    accepted += 1
-                    results[index] = {"index": index, "status": "accepted", "event_id": event_id.decode(),
-                                      "partition": ack.partition, "offset": ack.offset}
-                else:
-                    kafka_failed = True
-                    metrics.EVENTS_REJECTED.labels(ack.reason).inc()
-                    results[index] = {"index": index, "status": "failed", "event_id": event_id.decode(),
-                                      "reason": ack.reason, "detail": ack.detail}
-        if accepted:
-            self._accepted.inc(accepted)
-        doc_out: dict[str, Any] = {"accepted": accepted, "rejected": len(elements) - accepted,
-                                   "results": results}
-        if kafka_failed:
-            status = 503
-            doc_out["error"] = {"reason": errors.KAFKA_TIMEOUT, "detail": "some events were not stored"}
-        elif accepted:
-            status = 200
-        else:
-            status = 400
-            doc_out["error"] = {"reason": errors.ALL_REJECTED, "detail": "no event of the batch is valid"}
-        return status, orjson.dumps(doc_out), JSON
+            records.append((key, value, enricher.headers(doc, rctx, event_id)))
+            outcome.produced(index, event_id)
+        return records
 
     def _split_ndjson(self, raw: bytes) -> list[bytes]:
         return [s for line in raw.split(b"\n") if (s := line.strip(b" \t\r"))]

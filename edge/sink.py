@@ -43,7 +43,6 @@ class KafkaSink:
         self.topic = config.topic
         self.timeout = config.produce_timeout
         self.max_pending = config.max_pending_events
-        self.pending = 0
         self.up = False
         self.last_error = "not connected yet"
         self.producer: AIOKafkaProducer | None = None
@@ -70,8 +69,10 @@ class KafkaSink:
             metrics.flush_buffers()
             await asyncio.sleep(interval)
 
-    def _done(self, count: int) -> None:
-        self.pending -= count
+    @property
+    def pending(self) -> int:
+        """Events awaiting a Kafka ack in this worker (the current producer's)."""
+        return self.batching.pending if self.batching is not None else 0
 
     async def stop(self) -> None:
         """Flush pending records (bounded) and close the producer."""
@@ -121,6 +122,9 @@ class KafkaSink:
     async def _supervise(self) -> None:
         interval = self.config.kafka_check_interval
         while not self._stopping:
+            failure = self.batching.take_failure() if self.batching is not None else None
+            if failure is not None:
+                self.suspect(failure)
             try:
                 if self._replace_producer:
                     await self._drop_producer()
@@ -136,10 +140,19 @@ class KafkaSink:
                 else:
                     self._set_up(False, f"{type(exc).__name__}: {exc}")
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), interval if self.up else min(interval, 0.5))
-            except asyncio.TimeoutError:
-                pass
+            await self._pause(interval if self.up else min(interval, 0.5))
+
+    async def _pause(self, seconds: float) -> None:
+        """Until the next probe: ``seconds``, or less when woken (``suspect``, ``stop``) or when
+        the batching producer reports a failed produce."""
+        waiters = [asyncio.ensure_future(self._wake.wait())]
+        if self.batching is not None:
+            waiters.append(asyncio.ensure_future(self.batching.failed.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _connect(self) -> None:
         c = self.config
@@ -162,7 +175,7 @@ class KafkaSink:
             await settle(producer.stop(), 5, "kafka producer stop")
             raise
         self.producer = producer
-        self.batching = BatchingProducer(producer, self.topic, self.timeout, self._done, self.suspect)
+        self.batching = BatchingProducer(producer, self.topic, self.timeout)
         self._set_up(True)
 
     async def _drop_producer(self) -> None:
@@ -220,7 +233,6 @@ class KafkaSink:
     async def send_one(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Ack:
         """Produce one record and wait for its ack; ``EdgeError`` (503) on timeout or failure."""
         batching = self._admit(1)
-        self.pending += 1
         (result,) = await batching.submit(((key, value, headers),)).future
         if type(result) is not Ack:
             raise result
@@ -232,7 +244,6 @@ class KafkaSink:
         Returns one ``Ack`` or ``EdgeError`` per record, in order (partial success is possible).
         """
         batching = self._admit(len(records))
-        self.pending += len(records)
         return await batching.submit(records).future
 
     def dead_letter(self, value: bytes, headers: list[tuple[str, bytes]]) -> None:

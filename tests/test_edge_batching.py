@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import uuid
 
+import orjson
 from aiokafka.partitioner import murmur2
 from hypothesis import given, strategies as st
 
@@ -60,3 +61,35 @@ async def test_partition_of_a_key_matches_librdkafkas_java_compatible_partitione
     placed = {rec.key: rec.partition for rec in records}
     assert len(placed) == len(keys)
     assert {key: kafka_partition(key, 6) for key in keys} == placed
+
+
+def test_a_batch_outcome_answers_from_what_kafka_said() -> None:
+    """``/v1/events``'s answer from its per-event results: 200 when stored and nothing failed in
+    Kafka, 503 (``kafka_timeout``) when Kafka failed any, 400 (``all_rejected``) when none was
+    valid; each result at its element's index."""
+    from edge import errors
+    from edge.batching import Ack
+    from edge.errors import EdgeError
+    from edge.handlers import BatchOutcome
+
+    def outcome(acks: list[Ack | EdgeError]) -> tuple[int, dict]:
+        out = BatchOutcome(3)
+        out.rejected(1, EdgeError(errors.MISSING_FIELD, "`event` is required"))
+        out.produced(0, b"a")
+        out.produced(2, b"b")
+        out.stored(acks)
+        status, body, ctype = out.answer()
+        assert ctype == b"application/json"
+        return status, orjson.loads(body)
+
+    status, doc = outcome([Ack(4, 10), Ack(1, 7)])
+    assert status == 200 and (doc["accepted"], doc["rejected"]) == (2, 1) and "error" not in doc
+    assert [r["status"] for r in doc["results"]] == ["accepted", "rejected", "accepted"]
+    assert doc["results"][2] == {"index": 2, "status": "accepted", "event_id": "b", "partition": 1, "offset": 7}
+    status, doc = outcome([Ack(4, 10), EdgeError(errors.KAFKA_TIMEOUT, "no ack")])
+    assert status == 503 and doc["error"]["reason"] == "kafka_timeout" and doc["accepted"] == 1
+    assert doc["results"][2]["status"] == "failed" and doc["results"][2]["reason"] == "kafka_timeout"
+    rejected_only = BatchOutcome(1)
+    rejected_only.rejected(0, EdgeError(errors.INVALID_JSON, "x"))
+    status, body, _ = rejected_only.answer()
+    assert status == 400 and orjson.loads(body)["error"]["reason"] == "all_rejected"
