@@ -263,12 +263,11 @@ def batch_format(headers: dict[bytes, bytes]) -> bool | None:
 class BatchOutcome:
     """The per-event results of one ``/v1/events`` request and the answer they make (pure)."""
 
-    __slots__ = ("results", "positions", "ids", "accepted", "kafka_failed")
+    __slots__ = ("results", "sent", "accepted", "kafka_failed")
 
     def __init__(self, count: int) -> None:
         self.results: list[dict[str, Any] | None] = [None] * count
-        self.positions: list[int] = []   # the index of every event handed to Kafka, in order
-        self.ids: list[bytes] = []
+        self.sent: list[tuple[int, bytes]] = []   # (index, event id) of each event handed to Kafka, in order
         self.accepted = 0
         self.kafka_failed = False
 
@@ -276,13 +275,12 @@ class BatchOutcome:
         self.results[index] = {"index": index, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
 
     def produced(self, index: int, event_id: bytes) -> None:
-        self.positions.append(index)
-        self.ids.append(event_id)
+        self.sent.append((index, event_id))
 
     def stored(self, acks: list[Ack | EdgeError]) -> None:
         """Kafka's answer for the produced events, in the order they were produced."""
         results = self.results
-        for index, event_id, ack in zip(self.positions, self.ids, acks):
+        for (index, event_id), ack in zip(self.sent, acks):
             if isinstance(ack, Ack):
                 self.accepted += 1
                 results[index] = {"index": index, "status": "accepted", "event_id": event_id.decode(),

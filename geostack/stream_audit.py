@@ -86,8 +86,9 @@ async def audit_stream(bootstrap: str, run_id: str, timeout: float = 120.0,
                 await consumer.getmany(timeout_ms=200)
             partitions = sorted(consumer.assignment())
             end = await consumer.end_offsets(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            if since_ms is not None:
+            if since_ms is None:
+                await consumer.seek_to_beginning(*partitions)
+            else:
                 starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
                 for tp, found in starts.items():
                     consumer.seek(tp, found.offset if found is not None else end[tp])

@@ -409,16 +409,17 @@ class KafkaCluster:
                 node.resume()   # a hung node must see its SIGTERM
                 node.send(signal.SIGTERM)
         majority = len(self.nodes) // 2 + 1
-        quorum_gone: list[float] = []
+        quorum_gone_at: float | None = None
 
         def settled() -> bool:
+            nonlocal quorum_gone_at
             alive = sum(node.pid is not None for node in self.nodes)
             if alive == 0:
                 return True
-            if len(self.nodes) - alive >= majority:
-                quorum_gone[:] = quorum_gone or [time.monotonic()]
-                return time.monotonic() - quorum_gone[0] >= QUORUMLESS_GRACE_S
-            return False
+            if len(self.nodes) - alive < majority:
+                return False
+            quorum_gone_at = quorum_gone_at or time.monotonic()
+            return time.monotonic() - quorum_gone_at >= QUORUMLESS_GRACE_S
 
         try:
             wait_until(settled, timeout, what="the cluster's nodes to shut down")
