@@ -4,9 +4,11 @@ default pools, then the fallback pool; the first pool with a healthy origin wins
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, TypeVar
 
 from geostack.geoip import region_code
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,3 +41,25 @@ class SteeringTable:
             if pool not in result:
                 result.append(pool)
         return result
+
+
+class PoolRotation:
+    """Where each pool's next request starts in its list of origins: a round robin *per pool*.
+
+    One counter shared by all pools aliases: the fault suite's paced clients arrive in a fixed
+    cycle (12 clients, one batch each per interval), so a pool's requests took the same counter
+    values modulo the cycle, and with four origins in the pool (12 ≡ 0 mod 4) some origins were
+    never picked — a new edge could wait forever for traffic. Counting each pool's own requests
+    walks every origin of it in turn whatever the other pools do."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def order(self, pool: str, origins: Sequence[T]) -> list[T]:
+        """``origins`` rotated to start at this pool's next one (empty stays empty)."""
+        if not origins:
+            return []
+        turn = self._next.get(pool, 0)
+        self._next[pool] = turn + 1
+        start = turn % len(origins)
+        return [*origins[start:], *origins[:start]]

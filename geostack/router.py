@@ -2,14 +2,13 @@
 
 For each request: the client's country (``CF-IPCountry``, else its source address through the
 CIDR table), the pools in steering order, a healthy edge of the first pool that has one (health
-from Consul), and the request forwarded with ``CF-Connecting-IP`` and ``CF-IPCountry`` set as
-Cloudflare sets them. A connection that fails before the request was sent is retried on another
+from Consul; each pool's edges taken in turn), and the request forwarded with ``CF-Connecting-IP``
+and ``CF-IPCountry`` set as Cloudflare sets them. A connection that fails before the request was sent is retried on another
 edge; a request that an edge may already have accepted is never sent twice.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import ssl
 import time
@@ -23,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from geostack.geoip import GeoIP
-from geostack.pools import SteeringTable
+from geostack.pools import PoolRotation, SteeringTable
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class GeoRouter:
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=1.0)
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._rr = itertools.count()
+        self.rotation = PoolRotation()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -99,11 +98,7 @@ class GeoRouter:
         headers.append(("x-forwarded-for", f"{forwarded}, {peer}" if forwarded else peer))
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         for pool in pools:
-            origins = list(self.healthy(pool))
-            if not origins:
-                continue
-            start = next(self._rr) % len(origins)
-            for origin in origins[start:] + origins[:start]:
+            for origin in self.rotation.order(pool, self.healthy(pool)):
                 try:
                     async with self.session.request(request.method, origin.base_url + target, data=body,
                                                     headers=headers, allow_redirects=False) as upstream:

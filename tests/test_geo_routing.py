@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from geostack.geoip import COUNTRY_REGION, DEFAULT_CIDR_COUNTRIES, GeoIP, region_code
-from geostack.pools import SteeringTable
+from geostack.pools import PoolRotation, SteeringTable
 from service_kit.regions import load_regions
 from service_kit.steering import CLOUDFLARE_REGION_CODES, steering_pools
 
@@ -77,3 +77,24 @@ def test_a_maxmind_database_is_asked_before_the_cidr_table(tmp_path) -> None:
     assert geo.country("127.10.9.1") == "JP"         # the database wins over the table
     assert geo.country("127.10.0.1") == "DE"         # not in the database: the table
     assert TABLE.pools_for(geo.country("198.51.100.7"))[0] == "us"
+
+
+@pytest.mark.parametrize("origins", [2, 3, 4, 6])
+def test_every_origin_of_a_pool_is_picked_whatever_the_other_pools_do(origins: int) -> None:
+    """Paced clients arrive in a fixed cycle (the fault suite: 12 clients, 4 of them in eu); each
+    pool's origins must all be first in turn. A counter shared by all pools picked only some of
+    a 4-origin pool here (12 = 0 mod 4): a new edge never got traffic."""
+    cycle = ["eu", "us", "eu", "ru", "us", "eu", "ru", "us", "eu", "ru", "us", "ru"]
+    rotation = PoolRotation()
+    pool_origins = {pool: [f"{pool}-{i}" for i in range(origins)] for pool in set(cycle)}
+    first: dict[str, set[str]] = {pool: set() for pool in pool_origins}
+    for _ in range(origins):
+        for pool in cycle:
+            order = rotation.order(pool, pool_origins[pool])
+            assert sorted(order) == sorted(pool_origins[pool])  # every origin stays a fallback
+            first[pool].add(order[0])
+    assert first == {pool: set(names) for pool, names in pool_origins.items()}
+
+
+def test_a_pool_without_origins_gives_none() -> None:
+    assert PoolRotation().order("eu", []) == []
