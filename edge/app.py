@@ -123,7 +123,9 @@ def create_app(config: EdgeConfig) -> Starlette:
 class EdgeApp(Starlette):
     """Starlette with a fast path: an event request without ``Origin`` (no CORS work to do) goes
     straight to its endpoint after the header-limit check, skipping the middleware stack and the
-    router's pattern matching. Everything else takes the ordinary Starlette way."""
+    router's pattern matching. Everything else takes the ordinary Starlette way. Under the edge's
+    own HTTP protocol the same decision (``direct_endpoint``) is taken before any ASGI cycle
+    exists, and the endpoint runs in a ``DirectCycle``."""
 
     def __init__(self, *, fast_routes: dict[tuple[bytes, str], Any], max_headers: int,
                  max_header_bytes: int, **kwargs: Any) -> None:
@@ -132,22 +134,27 @@ class EdgeApp(Starlette):
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
 
+    def direct_endpoint(self, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Any:
+        """The endpoint that serves this request without the middleware and the router — an event
+        route, no ``Origin`` (no CORS work), headers within the limits — else None. The edge's
+        HTTP protocol asks this when a request's head is complete (``service_kit.direct_cycle``)."""
+        endpoint = self.fast_routes.get((method, path))
+        if endpoint is None or len(headers) > self.max_headers:
+            return None
+        size = 0
+        for name, value in headers:
+            if name == b"origin":
+                return None
+            size += len(name) + len(value)
+        return endpoint if size <= self.max_header_bytes else None
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            endpoint = self.fast_routes.get((scope["method"], scope["path"]))
+            endpoint = self.direct_endpoint(scope["method"], scope["path"], scope["headers"])
             if endpoint is not None:
-                headers = scope["headers"]
-                if len(headers) <= self.max_headers:
-                    size = 0
-                    for name, value in headers:
-                        if name == b"origin":
-                            break
-                        size += len(name) + len(value)
-                    else:
-                        if size <= self.max_header_bytes:
-                            scope["app"] = self
-                            await endpoint(scope, receive, send)
-                            return
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 

@@ -43,9 +43,12 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service_kit.direct_cycle import DirectCycle
 
 _IDLE, _HEADERS, _BODY = 0, 1, 2
 
@@ -147,6 +150,14 @@ class _CoalescingTransport:
         else:
             self._transport.write(data)
 
+    def write_whole(self, data: bytes) -> None:
+        """A whole response (head and body): written at once, after anything held."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
     def flush(self) -> None:
         held = self._held
         if held is not None:
@@ -187,6 +198,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._over_limit = False
         self._counted = False
+        #: the app's ``direct_endpoint(method, path, headers)`` (``service_kit.direct_cycle``), if any
+        self._direct = getattr(self.app, "direct_endpoint", None)
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -231,8 +244,46 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             finally:
                 self.app = self.config.loaded_app
             return
-        super().on_headers_complete()
+        if self._direct is None or not self._start_direct():
+            super().on_headers_complete()
         self._phase, self._phase_since = _BODY, self.loop.time()
+
+    def _start_direct(self) -> bool:
+        """Run the request through a ``DirectCycle`` when the app serves its route directly (the
+        scope as uvicorn builds it); False leaves it to uvicorn's cycle."""
+        parser = self.parser
+        if parser.should_upgrade():
+            return False
+        method = parser.get_method().decode("ascii")
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            return False  # uvicorn's way unquotes; the event routes have plain paths
+        endpoint = self._direct(method, self.root_path + path, self.headers)
+        if endpoint is None:
+            return False
+        scope = self.scope
+        http_version = parser.get_http_version()
+        scope["method"] = method
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed.query or b""
+        scope["app"] = self.app
+        transport = self.transport
+        existing = self.cycle
+        self.cycle = cycle = DirectCycle(  # type: ignore[assignment]
+            scope, transport, transport.write_whole, self.flow, self.loop,  # type: ignore[attr-defined]
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            expect_100_continue=self.expect_100_continue, on_response=self.on_response_complete)
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, endpoint)  # type: ignore[arg-type]
+        else:  # pipelined behind a request still being answered, as uvicorn queues it
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, endpoint))  # type: ignore[arg-type]
+        return True
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

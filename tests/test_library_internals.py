@@ -159,3 +159,23 @@ def test_uvicorn_httptools_protocol_hooks_the_guard_relies_on() -> None:
     headers = inspect.getsource(HttpToolsProtocol.on_headers_complete)
     assert "app = self.app" in headers and "self.cycle = RequestResponseCycle(" in headers
     assert "self.timeout_keep_alive" in inspect.getsource(HttpToolsProtocol.on_response_complete)
+
+
+def test_the_direct_cycle_has_every_cycle_attribute_uvicorns_protocol_uses() -> None:
+    """``service_kit.direct_cycle.DirectCycle`` stands in for uvicorn's ``RequestResponseCycle``
+    under the same protocol: every ``cycle.<name>`` the protocol's code touches must exist on it
+    (behaviour: tests/test_edge_http.py drives pipelining, 100-continue, split bodies, closes)."""
+    import inspect
+    import re
+
+    from uvicorn.protocols.http import httptools_impl
+
+    from service_kit.direct_cycle import DirectCycle
+
+    source = inspect.getsource(httptools_impl.HttpToolsProtocol)
+    used = set(re.findall(r"\bcycle\.(\w+)", source))
+    assert {"body", "more_body", "message_event", "response_complete", "run_asgi"} <= used, used
+    provided = set(DirectCycle.__slots__) | {n for n in dir(DirectCycle) if not n.startswith("__")}
+    assert used <= provided, used - provided
+    assert "self._start_asgi_task(cycle, app)" in source and "cycle.run_asgi(app)" in source
+    assert httptools_impl.STATUS_LINE[200] == b"HTTP/1.1 200 OK\r\n"
