@@ -56,6 +56,11 @@ def build_parser() -> EnvArgumentParser:
     p.add_argument("--positions-group", default="geo-mirror-positions", env="GEO_MIRROR_POSITIONS_GROUP",
                    help="group on the central cluster holding committed source positions")
     p.add_argument("--transactional-id-prefix", default="geo-mirror", env="GEO_MIRROR_TRANSACTIONAL_ID_PREFIX")
+    p.add_argument("--slots-per-region", type=int, default=2, env="GEO_MIRROR_SLOTS_PER_REGION",
+                   help="transaction slots per region: a round commits one transaction per slot (id "
+                        "<prefix>-<region>-slot-<k>) and the source group hands out whole slots, so at most "
+                        "this many workers share a region; every worker of a group must use the same value "
+                        "(change it with all workers stopped)")
     p.add_argument("--replication-factor", type=int, default=1, env="GEO_MIRROR_REPLICATION_FACTOR",
                    help="of target topics created by the mirror")
     p.add_argument("--refresh-interval", type=float, default=2.0, env="GEO_MIRROR_REFRESH_INTERVAL",
@@ -104,7 +109,7 @@ def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: igno
         topic_filter=TopicFilter(include=args.include, exclude=args.exclude, policy=policy),
         exactly_once=not args.at_least_once, source_group=args.source_group,
         positions_group=args.positions_group, transactional_id_prefix=args.transactional_id_prefix,
-        replication_factor=args.replication_factor, refresh_interval_s=args.refresh_interval,
+        slots_per_region=args.slots_per_region, replication_factor=args.replication_factor, refresh_interval_s=args.refresh_interval,
         batch_interval_ms=args.batch_interval_ms, transaction_interval_ms=args.transaction_interval_ms,
         max_batch_records=args.max_batch_records,
         transaction_timeout_ms=args.transaction_timeout_ms, session_timeout_ms=args.session_timeout_ms,
@@ -115,7 +120,7 @@ def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: igno
         source_security=kafka_security.from_args(args, "source", "GEO_MIRROR_SOURCE", partial=True),
     )
     if config.refresh_interval_s <= 0 or config.batch_interval_ms <= 0 or config.max_batch_records <= 0 \
-            or config.transaction_interval_ms < 0:
+            or config.transaction_interval_ms < 0 or config.slots_per_region < 1:
         raise ValueError("intervals and batch sizes must be positive")
     return config, regions
 

@@ -1,10 +1,10 @@
 """Committers: write a round's converted records centrally and commit the source positions after
 them. One interface, two guarantees:
 
-- :class:`ExactlyOnceCommitter`: per source partition one transaction of its own producer (the
-  one :mod:`mirror.assignments` fenced for it) holding the records *and* the next source offset
-  (``send_offsets_to_transaction`` into the positions group). Readers with ``read_committed`` see
-  each source record exactly once.
+- :class:`ExactlyOnceCommitter`: per transaction slot one transaction of the slot's producer (the
+  one :mod:`mirror.assignments` fenced for it) holding the records of the slot's partitions *and*
+  their next source offsets (``send_offsets_to_transaction`` into the positions group). Readers
+  with ``read_committed`` see each source record exactly once.
 - :class:`AtLeastOnceCommitter`: one idempotent producer for all; the positions are committed
   after every record is acknowledged. A crash between the two copies a round again.
 
@@ -34,7 +34,8 @@ class PartitionBatch:
     records: list[TargetRecord]
     #: the source offset after the last record of the round (the position to commit)
     next_offset: int
-    #: exactly once: the partition's fenced transactional producer
+    #: exactly once: the fenced transactional producer of the partition's slot (batches with the
+    #: same producer commit in one transaction)
     producer: AIOKafkaProducer | None = None
 
 
@@ -49,7 +50,8 @@ class Committer(Protocol):
 
 
 class ExactlyOnceCommitter:
-    """A transaction per partition batch; the batches of a round commit concurrently."""
+    """A transaction per producer (slot) holding all its batches; the slots of a round commit
+    concurrently, and every batch of a slot shares its transaction's outcome."""
 
     def __init__(self, central: Central, timeout_s: float) -> None:
         self.central = central
@@ -62,24 +64,36 @@ class ExactlyOnceCommitter:
         return None  # the producers are the assignments'
 
     async def commit(self, batches: Sequence[PartitionBatch]) -> list[BaseException | None]:
-        results = await asyncio.gather(*(self._transaction(b) for b in batches),
+        groups: dict[int, list[int]] = {}
+        for index, batch in enumerate(batches):
+            if batch.producer is None:
+                raise RuntimeError(f"{batch.source}: no transactional producer")
+            groups.setdefault(id(batch.producer), []).append(index)
+        members = list(groups.values())
+        results = await asyncio.gather(*(self._transaction([batches[i] for i in m]) for m in members),
                                        return_exceptions=True)
-        return [r if isinstance(r, BaseException) else None for r in results]
+        outcome: list[BaseException | None] = [None] * len(batches)
+        for member, result in zip(members, results):
+            for index in member:
+                outcome[index] = result if isinstance(result, BaseException) else None
+        return outcome
 
-    async def _transaction(self, batch: PartitionBatch) -> None:
-        producer = batch.producer
-        if producer is None:
-            raise RuntimeError(f"{batch.source}: no transactional producer")
+    async def _transaction(self, batches: list[PartitionBatch]) -> None:
+        producer = batches[0].producer
+        assert producer is not None
         async with asyncio.timeout(self.timeout_s):
-            await ensure_partition_known(producer, batch.target)
+            for batch in batches:
+                await ensure_partition_known(producer, batch.target)
             await producer.begin_transaction()
-            futures = await send_records(producer, batch)
+            futures = []
+            for batch in batches:
+                futures.extend(await send_records(producer, batch))
             # Every batch must be acknowledged *before* the commit: aiokafka commits a
             # transaction even when one of its batches failed for good (a refused or expired
-            # batch only fails its own future), and the position would then skip its records.
+            # batch only fails its own future), and the positions would then skip its records.
             # A failure here leaves the transaction open; the repair's fencing aborts it.
             await asyncio.gather(*futures)
-            await producer.send_offsets_to_transaction({batch.target: batch.next_offset},
+            await producer.send_offsets_to_transaction({b.target: b.next_offset for b in batches},
                                                        self.central.positions.group_id)
             await producer.commit_transaction()
 

@@ -22,6 +22,9 @@ class MirrorConfig:
     #: consumer group on the *central* cluster holding committed positions (never joined)
     positions_group: str = "geo-mirror-positions"
     transactional_id_prefix: str = "geo-mirror"
+    #: transaction slots per region (``mirror.slots``): a round commits one transaction per slot,
+    #: and at most this many workers share a region's partitions
+    slots_per_region: int = 2
     replication_factor: int = 1
     refresh_interval_s: float = 2.0
     batch_interval_ms: int = 100

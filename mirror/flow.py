@@ -4,9 +4,9 @@ The loop wires four parts with one job each (``docs/mirror.md``, "Structure"):
 
 - :class:`mirror.topic_sync.TopicSync` discovers the region's topics, ensures their central
   targets and owns the consumer's subscription (the discovery loop is its only caller);
-- :class:`mirror.assignments.Assignments` receives the rebalances and is the only owner of
-  partition state: each assigned partition's fenced transactional producer, its position, its
-  repair;
+- :class:`mirror.assignments.Assignments` receives the rebalances (whole transaction slots,
+  :mod:`mirror.slots`) and is the only owner of slot and partition state: each slot's fenced
+  transactional producer and repair, each partition's position;
 - :func:`mirror.convert.convert` turns fetched records into central ones (pure);
 - a :class:`mirror.committer.Committer` writes them and commits the positions, exactly once or
   at least once.
@@ -37,6 +37,7 @@ from mirror.convert import Converted, convert
 from mirror.heartbeat import emit_heartbeats, ensure_heartbeat_topic
 from mirror.metrics import MirrorMetrics
 from mirror.rounds import RoundRecords, not_yet_copied
+from mirror.slots import slot_assignor
 from mirror.topic_sync import TopicSync
 from service_kit.aiokafka_internals import coordination_ended
 from service_kit.bounded import settle
@@ -102,11 +103,13 @@ class RegionFlow:
         finally:
             self._set_up(False)
             self.metrics.partitions.labels(self.region).set(0)
+            self.metrics.slots.labels(self.region).set(0)
 
     def status(self) -> dict[str, object]:
         parts = self.assignments.partitions() if self.assignments is not None else []
+        slots = self.assignments.slots() if self.assignments is not None else []
         return {"bootstrap": self.bootstrap, "up": self.up, "error": None if self.up else self.last_error,
-                "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in parts),
+                "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in parts), "slots": slots,
                 "topics": sorted(self.topics.subscribed)}
 
     async def _run_once(self) -> None:
@@ -128,6 +131,7 @@ class RegionFlow:
             heartbeat_interval_ms=max(500, cfg.session_timeout_ms // 4),
             fetch_max_wait_ms=500, max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024, rebalance_timeout_ms=rebalance_ms,
+            partition_assignment_strategy=(slot_assignor(cfg.slots_per_region),),
             request_timeout_ms=max(timeout_ms, 20000, rebalance_ms + 5000),  # a JoinGroup waits
             **self.security.client_kwargs(),
         )
@@ -173,6 +177,7 @@ class RegionFlow:
             self.assignments = None
         self.topics.reset()
         self.metrics.partitions.labels(self.region).set(0)
+        self.metrics.slots.labels(self.region).set(0)
         if self._consumer is not None:
             # In its own task: a dead coordination task's CancelledError stays there, and a
             # stop that never ends (brokers gone) cannot hang the flow's shutdown.

@@ -40,6 +40,9 @@ class MirrorMetrics:
         self.central_is_up = False
         self.partitions = Gauge("geo_mirror_assigned_partitions",
                                 "Source partitions this worker copies", ["region"], registry=r)
+        self.slots = Gauge("geo_mirror_assigned_slots",
+                           "Transaction slots of the region this worker holds (one producer each)",
+                           ["region"], registry=r)
         self.out_of_range = Counter("geo_mirror_offset_out_of_range",
                                     "Times source retention deleted records not yet copied",
                                     ["region", "topic", "partition"], registry=r)

@@ -76,11 +76,23 @@ class Positions:
         """The committed position of target partition ``tp``, None when never committed. An
         answer without a stable position for it (a group-level error, a transactional commit still
         completing) is retried until the timeout."""
+        return (await self.read_many([tp], retry_s))[tp]
+
+    async def read_many(self, tps: list[TopicPartition], retry_s: float = 0.2) -> dict[TopicPartition, int | None]:
+        """:meth:`read` for several partitions in one request (a slot's); the partitions without a
+        stable answer are asked again until every one has one, or the timeout."""
+        found: dict[TopicPartition, int | None] = {}
+        missing = list(dict.fromkeys(tps))
         async with asyncio.timeout(self._timeout):
             while True:
-                offset = (await fetch_stable_offsets(self._admin, self.group_id, [tp])).get(tp)
-                if offset is not None:
-                    return None if offset < 0 else offset
+                answer = await fetch_stable_offsets(self._admin, self.group_id, missing)
+                for tp in missing:
+                    offset = answer.get(tp)
+                    if offset is not None:
+                        found[tp] = None if offset < 0 else offset
+                missing = [tp for tp in missing if tp not in found]
+                if not missing:
+                    return found
                 await asyncio.sleep(retry_s)  # a backoff between requests, not a wait for a condition
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
