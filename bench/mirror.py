@@ -201,7 +201,31 @@ def round_summary(before: dict[str, float], after: dict[str, float]) -> dict[str
         out["rounds"] = rounds
         out["records_per_round"] = round(total("geo_mirror_round_records_sum") / rounds, 1)
     out["transactions"] = total("geo_mirror_transactions_total", 'outcome="committed"')
+    commit_p99 = bucket_quantile(delta, "geo_mirror_round_seconds_bucket", 0.99, 'phase="commit"')
+    if commit_p99 is not None:
+        out["commit_p99_ms"] = round(commit_p99 * 1000, 1)
+    # the mirror's own view: source timestamp -> committed centrally (before any central reader)
+    own_p99 = bucket_quantile(delta, "geo_mirror_replication_latency_seconds_bucket", 0.99)
+    if own_p99 is not None:
+        out["replicated_p99_ms"] = round(own_p99 * 1000, 1)
     return out
+
+
+def bucket_quantile(delta: dict[str, float], prefix: str, q: float, label: str = "") -> float | None:
+    """The upper bound of the histogram bucket holding quantile ``q`` (summed over label sets)."""
+    buckets: dict[float, float] = {}
+    for key, value in delta.items():
+        if key.startswith(prefix) and label in key and 'le="' in key:
+            le = key.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    if not buckets or not buckets.get(float("inf")):
+        return None
+    total = buckets[float("inf")]
+    for bound in sorted(buckets):
+        if buckets[bound] >= q * total:
+            return bound
+    return None
 
 
 async def measure_throughput(mirror: Mirror, records: int, size: int, timeout: float) -> dict:

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from mirror.config import MirrorConfig
+from mirror.budget import TransactionBudget
 from mirror.metrics import MirrorMetrics
 from mirror.positions import Positions
 from mirror.topics import CentralTopics
@@ -31,6 +32,8 @@ class Central:
                                          request_timeout_ms=timeout_ms,
                                          **config.central_security.client_kwargs())
         self.topics = CentralTopics(self.admin, config.replication_factor, config.operation_timeout_s)
+        #: shared by every region's rounds (exactly once; at least once commits no transactions)
+        self.budget = TransactionBudget(config.max_transactions_per_s if config.exactly_once else 0)
         self.positions = Positions(config.central_bootstrap, config.positions_group,
                                    config.operation_timeout_s, client_id=f"{config.client_id}-positions",
                                    security=config.central_security)
@@ -65,7 +68,7 @@ class Central:
             transaction_timeout_ms=cfg.transaction_timeout_ms,
             compression_type=cfg.compression,
             max_batch_size=512 * 1024, max_request_size=8 * 1024 * 1024,
-            linger_ms=5, retry_backoff_ms=10,
+            linger_ms=0, retry_backoff_ms=10,  # batches are built whole (send_batch): no wait
             request_timeout_ms=int(cfg.operation_timeout_s * 1000),
             **cfg.central_security.client_kwargs(),
         )

@@ -67,10 +67,14 @@ def build_parser() -> EnvArgumentParser:
                    help="seconds between checks for new topics, partitions and settings")
     p.add_argument("--batch-interval-ms", type=int, default=100, env="GEO_MIRROR_BATCH_INTERVAL_MS",
                    help="how long a fetch waits for records when the region is idle (the flow then checks its tasks)")
-    p.add_argument("--transaction-interval-ms", type=int, default=500, env="GEO_MIRROR_TRANSACTION_INTERVAL_MS",
-                   help="shortest time between two rounds of a region's transactions; what arrives "
-                        "meanwhile joins the next round (each transaction costs the central brokers "
-                        "several log writes, whatever its size)")
+    p.add_argument("--transaction-interval-ms", type=int, default=0, env="GEO_MIRROR_TRANSACTION_INTERVAL_MS",
+                   help="shortest time between two rounds of a region (0: a round starts as soon as the "
+                        "last one committed and records are there); what arrives meanwhile joins the next round")
+    p.add_argument("--max-transactions-per-second", type=float, default=50.0,
+                   env="GEO_MIRROR_MAX_TRANSACTIONS_PER_SECOND",
+                   help="central transactions per second all regions of this worker may start together (one "
+                        "per slot a round touched; each costs the central brokers several log writes whatever "
+                        "its size): a round short of budget keeps collecting; 0: no bound")
     p.add_argument("--max-batch-records", type=int, default=50000, env="GEO_MIRROR_MAX_BATCH_RECORDS",
                    help="records per transaction round (all partitions of a region)")
     p.add_argument("--transaction-timeout-ms", type=int, default=30000, env="GEO_MIRROR_TRANSACTION_TIMEOUT_MS")
@@ -111,6 +115,7 @@ def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: igno
         positions_group=args.positions_group, transactional_id_prefix=args.transactional_id_prefix,
         slots_per_region=args.slots_per_region, replication_factor=args.replication_factor, refresh_interval_s=args.refresh_interval,
         batch_interval_ms=args.batch_interval_ms, transaction_interval_ms=args.transaction_interval_ms,
+        max_transactions_per_s=args.max_transactions_per_second,
         max_batch_records=args.max_batch_records,
         transaction_timeout_ms=args.transaction_timeout_ms, session_timeout_ms=args.session_timeout_ms,
         heartbeats=not args.no_heartbeats, heartbeat_topic=args.heartbeat_topic,
@@ -120,7 +125,8 @@ def config_from_args(args) -> tuple[MirrorConfig, dict[str, str]]:  # type: igno
         source_security=kafka_security.from_args(args, "source", "GEO_MIRROR_SOURCE", partial=True),
     )
     if config.refresh_interval_s <= 0 or config.batch_interval_ms <= 0 or config.max_batch_records <= 0 \
-            or config.transaction_interval_ms < 0 or config.slots_per_region < 1:
+            or config.transaction_interval_ms < 0 or config.slots_per_region < 1 \
+            or config.max_transactions_per_s < 0:
         raise ValueError("intervals and batch sizes must be positive")
     return config, regions
 

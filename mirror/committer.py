@@ -91,10 +91,17 @@ class ExactlyOnceCommitter:
             # Every batch must be acknowledged *before* the commit: aiokafka commits a
             # transaction even when one of its batches failed for good (a refused or expired
             # batch only fails its own future), and the positions would then skip its records.
-            # A failure here leaves the transaction open; the repair's fencing aborts it.
-            await asyncio.gather(*futures)
-            await producer.send_offsets_to_transaction({b.target: b.next_offset for b in batches},
-                                                       self.central.positions.group_id)
+            # A failure here leaves the transaction open; the repair's fencing aborts it. The
+            # positions join the transaction while the acks are awaited (one round trip less):
+            # they count only if it commits.
+            outcomes = await asyncio.gather(
+                asyncio.gather(*futures),
+                producer.send_offsets_to_transaction({b.target: b.next_offset for b in batches},
+                                                     self.central.positions.group_id),
+                return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             await producer.commit_transaction()
 
 

@@ -29,7 +29,10 @@ class MirrorConfig:
     refresh_interval_s: float = 2.0
     batch_interval_ms: int = 100
     #: shortest time between the starts of two copy rounds (transactions) of one region
-    transaction_interval_ms: int = 500
+    transaction_interval_ms: int = 0
+    #: central transactions per second this worker's rounds may start together (``mirror.budget``;
+    #: 0: no bound)
+    max_transactions_per_s: float = 50.0
     max_batch_records: int = 50000
     transaction_timeout_ms: int = 30000
     session_timeout_ms: int = 10000

@@ -37,7 +37,7 @@ from mirror.convert import Converted, convert
 from mirror.heartbeat import emit_heartbeats, ensure_heartbeat_topic
 from mirror.metrics import MirrorMetrics
 from mirror.rounds import RoundRecords, not_yet_copied
-from mirror.slots import slot_assignor
+from mirror.slots import slot_assignor, slot_of
 from mirror.topic_sync import TopicSync
 from service_kit.aiokafka_internals import coordination_ended
 from service_kit.bounded import settle
@@ -45,6 +45,11 @@ from service_kit.histograms import observe_many
 from service_kit.kafka_security import explain
 
 log = logging.getLogger(__name__)
+
+
+#: how long a round that is due still waits for the fetch its last take set off (loopback: a
+#: fetch answers in about a millisecond when records are waiting)
+TAIL_POLL_MS = 5
 
 
 class RegionDown(Exception):
@@ -252,7 +257,8 @@ class RegionFlow:
 
     async def _collect_round(self) -> tuple[RoundRecords, Exception | None]:
         """The records of one transaction round: everything fetched until the round is due
-        (``transaction_interval_ms`` after the previous one started) or ``max_batch_records``.
+        (``transaction_interval_ms`` after the previous one started, and the worker's
+        :class:`mirror.budget.TransactionBudget` has its transactions) or ``max_batch_records``.
         Consuming as records come keeps aiokafka's fetcher fetching during the wait (it refetches
         a partition only once its buffered records are taken), so a round carries all that
         arrived before it. A fetch error ends the round early; it is returned for handling after
@@ -262,10 +268,23 @@ class RegionFlow:
         deadline = self._round_started + cfg.transaction_interval_ms / 1000
         taken = RoundRecords()
         error: Exception | None = None
+        tail_polled = False
+        budget = self.central.budget
         while taken.count < cfg.max_batch_records:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if taken and remaining_ms <= 0:
-                break
+                short = budget.wait_s(self._transactions(taken))
+                if short > 0:  # keep collecting until the worker's budget has the round's transactions
+                    deadline = time.monotonic() + short
+                    continue
+                if tail_polled:
+                    break
+                # One short poll more: taking a partition's buffered records is what lets
+                # aiokafka fetch it again, and that fetch carries what arrived during the last
+                # commit. Without it those records waited a whole round in the buffer (three
+                # commits from the source to the centre at back-to-back rounds).
+                tail_polled = True
+                remaining_ms = TAIL_POLL_MS
             self._check_group()  # before every getmany (see there)
             try:
                 got = await self._consumer.getmany(
@@ -282,8 +301,14 @@ class RegionFlow:
             self.metrics.refetched.labels(self.region).inc(taken.refetched)
             log.info("round was handed records again after a seek; each taken once", extra={
                 "region": self.region, "records": taken.refetched})
+        budget.spend(self._transactions(taken))
         self._round_started = time.monotonic()
         return taken, error
+
+    def _transactions(self, taken: RoundRecords) -> int:
+        """Transactions a round of ``taken`` commits: one per slot it touched."""
+        slots = self.cfg.slots_per_region
+        return len({slot_of(tp.topic, tp.partition, slots) for tp in taken.by_partition})
 
     async def copy_round(self, fetched: Iterable[tuple[TopicPartition, Sequence[ConsumerRecord]]]) -> int:
         """Convert and commit the ready partitions' records of one round; returns how many
