@@ -332,16 +332,18 @@ class RegionFlow:
                                        state.producer)
                 work.append((state, batch, converted, records))
             results = await committer.commit([batch for _, batch, _, _ in work])
+            outcomes = {state.slot.slot: "aborted" if error is not None else "committed"
+                        for (state, _, _, _), error in zip(work, results)}   # one transaction per slot
+            for outcome in outcomes.values():
+                self.metrics.transactions.labels(self.region, outcome).inc()
             for (state, batch, converted, records), error in zip(work, results):
                 if error is not None:
-                    self.metrics.transactions.labels(self.region, "aborted").inc()
                     self._error(type(error).__name__)
                     log.warning("commit failed, partition rewinds", extra={
                         "region": self.region, "tp": str(batch.source), "error": repr(error)})
                     assignments.failed(state, error)
                     continue
                 committed += 1
-                self.metrics.transactions.labels(self.region, "committed").inc()
                 assignments.committed(state, batch.next_offset)
                 self._account(batch.source, records, converted)
         return committed

@@ -30,7 +30,8 @@ class MirrorMetrics:
                                        ["region", "phase"], buckets=LATENCY_BUCKETS, registry=r)
         self.round_records = Histogram("geo_mirror_round_records", "Records per copy round",
                                        ["region"], buckets=(1, 10, 100, 1000, 10000, 50000), registry=r)
-        self.transactions = Counter("geo_mirror_transactions", "Central transactions by outcome",
+        self.transactions = Counter("geo_mirror_transactions", "Central transactions by outcome (exactly once: one per slot and round; at least once: "
+                                    "one commit per slot and round)",
                                     ["region", "outcome"], registry=r)
         self.errors = Counter("geo_mirror_errors", "Errors by kind", ["region", "kind"], registry=r)
         self.region_up = Gauge("geo_mirror_region_up", "1 when the region's Kafka answers",
