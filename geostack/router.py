@@ -3,8 +3,9 @@
 For each request: the client's country (``CF-IPCountry``, else its source address through the
 CIDR table), the pools in steering order, a healthy edge of the first pool that has one (health
 from Consul; each pool's edges taken in turn), and the request forwarded with ``CF-Connecting-IP``
-and ``CF-IPCountry`` set as Cloudflare sets them. A connection that fails before the request was sent is retried on another
-edge; a request that an edge may already have accepted is never sent twice.
+and ``CF-IPCountry`` set as Cloudflare sets them. A connection that fails before the request was
+sent is retried on another edge; a request that an edge may already have accepted is never sent
+twice.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class Assignments:
             await self._grow_targets(assigned)
             for tp in set(assigned):
                 number = slot_of(tp.topic, tp.partition, self.cfg.slots_per_region)
-                slot = self._slots.get(number) or self._slots.setdefault(number, SlotState(number))
+                slot = self._slots.setdefault(number, SlotState(number))
                 slot.partitions[tp] = self._parts[tp] = PartitionState(tp, TopicPartition(
                     self.cfg.policy.target_topic(self.region, tp.topic), tp.partition), slot)
             slots = list(self._slots.values())
@@ -305,8 +305,7 @@ class Assignments:
                 return
 
     def _gauges(self) -> None:
-        self.metrics.partitions.labels(self.region).set(len(self._parts))
-        self.metrics.slots.labels(self.region).set(len(self._slots))
+        self.metrics.assigned(self.region, len(self._parts), len(self._slots))
 
     def _error(self, kind: str) -> None:
         self.metrics.errors.labels(self.region, kind).inc()

@@ -64,19 +64,15 @@ class ExactlyOnceCommitter:
         return None  # the producers are the assignments'
 
     async def commit(self, batches: Sequence[PartitionBatch]) -> list[BaseException | None]:
-        groups: dict[int, list[int]] = {}
-        for index, batch in enumerate(batches):
+        slots: dict[int, list[PartitionBatch]] = {}   # the batches of each producer (slot)
+        for batch in batches:
             if batch.producer is None:
                 raise RuntimeError(f"{batch.source}: no transactional producer")
-            groups.setdefault(id(batch.producer), []).append(index)
-        members = list(groups.values())
-        results = await asyncio.gather(*(self._transaction([batches[i] for i in m]) for m in members),
+            slots.setdefault(id(batch.producer), []).append(batch)
+        results = await asyncio.gather(*(self._transaction(group) for group in slots.values()),
                                        return_exceptions=True)
-        outcome: list[BaseException | None] = [None] * len(batches)
-        for member, result in zip(members, results):
-            for index in member:
-                outcome[index] = result if isinstance(result, BaseException) else None
-        return outcome
+        failed = {key: r for key, r in zip(slots, results) if isinstance(r, BaseException)}
+        return [failed.get(id(batch.producer)) for batch in batches]
 
     async def _transaction(self, batches: list[PartitionBatch]) -> None:
         producer = batches[0].producer

@@ -107,8 +107,7 @@ class RegionFlow:
                 await asyncio.sleep(backoff.next())
         finally:
             self._set_up(False)
-            self.metrics.partitions.labels(self.region).set(0)
-            self.metrics.slots.labels(self.region).set(0)
+            self.metrics.assigned(self.region, 0, 0)
 
     def status(self) -> dict[str, object]:
         parts = self.assignments.partitions() if self.assignments is not None else []
@@ -181,8 +180,7 @@ class RegionFlow:
             await settle(self.assignments.close(), timeout, f"close assignments of {self.region}")
             self.assignments = None
         self.topics.reset()
-        self.metrics.partitions.labels(self.region).set(0)
-        self.metrics.slots.labels(self.region).set(0)
+        self.metrics.assigned(self.region, 0, 0)
         if self._consumer is not None:
             # In its own task: a dead coordination task's CancelledError stays there, and a
             # stop that never ends (brokers gone) cannot hang the flow's shutdown.

@@ -61,6 +61,11 @@ class MirrorMetrics:
                                  ["region"], registry=r)
         self.topics = Gauge("geo_mirror_topics", "Source topics mirrored", ["region"], registry=r)
 
+    def assigned(self, region: str, partitions: int, slots: int) -> None:
+        """What this worker holds of ``region`` now."""
+        self.partitions.labels(region).set(partitions)
+        self.slots.labels(region).set(slots)
+
     def set_central_up(self, up: bool) -> None:
         """Record whether the central cluster answers (the gauge, and the worker's health)."""
         self.central_is_up = up
