@@ -26,9 +26,11 @@ from test_mirror_helpers import metric_value
 
 COUNTRIES = ["DE", "FR", "RU", "US", "BR", "JP"]
 RATE = 2000.0          # events/s from all simulated clients together
-LOAD_SECONDS = 30.0
 FAULT_AT = 4.0
+# A hang or outage outlasts every timeout that declares a part dead (the mirror's group session
+# 10 s, the brokers' 6 s) and the produce timeouts (15 s), so requests to a hung part time out.
 OUTAGE = 20.0
+AFTER = 6.0            # seconds of load after the fault is undone (the recovered path carries traffic)
 ALLOWED_ERRORS = ("http:503", "http:429", "connection:", "event:failed")
 RESULTS: list[dict[str, object]] = []
 
@@ -42,8 +44,12 @@ class Fault:
     undo: Callable[[], None] | None = None
     hold: float = OUTAGE
     zero_client_errors: bool = False
-    load_seconds: float = LOAD_SECONDS
+    load_seconds: float = 0.0   # 0: FAULT_AT + hold + AFTER
     times: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.load_seconds:
+            self.load_seconds = FAULT_AT + (self.hold if self.undo is not None else 0.0) + AFTER
 
 
 def run_fault(stack: LocalStack, fault: Fault) -> dict[str, object]:
