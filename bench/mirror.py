@@ -311,6 +311,8 @@ async def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise SystemExit(f"unknown --kinds {sorted(unknown)}; choose from {','.join(KINDS)}")
     shape = wan_shape(args.wan)
+    if shape is not None and args.wan_mbit is not None:
+        shape = dataclasses.replace(shape, bandwidth_mbit=args.wan_mbit)
     wan_port = free_port()
     # The mirrors run beside the central cluster (as both projects recommend) and read the
     # source across the link: the source advertises a second listener at the proxy's address.
@@ -435,6 +437,9 @@ def main() -> None:
     parser.add_argument("--wan", default="off",
                         help="off (loopback), or an edge region of regions.yaml (e.g. us: 150 ms, "
                              "100 Mbit/s): the mirrors read the source across that region's link")
+    parser.add_argument("--wan-mbit", type=float, default=None,
+                        help="with --wan: another bandwidth cap for the link (Mbit/s each way; 0: none), "
+                             "e.g. 1000 to see which mirror the link does not bound")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"mirrors to measure, comma-separated (of {','.join(KINDS)})")
     results = asyncio.run(run(parser.parse_args()))
