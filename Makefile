@@ -48,8 +48,10 @@ test-faults: deps  ## the fault suite on the whole local stack
 bench-edge: deps  ## edge against its peers (a Go reference, Benthos; built once) and Kafka's own producer rate
 	$(BIN)/python -m bench.edge
 
-bench-mirror: deps  ## mirror throughput and latency against MirrorMaker 2
+bench-mirror: deps  ## mirror throughput and latency against MirrorMaker 2: loopback, the us WAN link, the same link at 1 Gbit/s
 	$(BIN)/python -m bench.mirror
+	$(BIN)/python -m bench.mirror --wan us
+	$(BIN)/python -m bench.mirror --wan us --wan-mbit 1000
 
 bench-central: deps  ## loader rate into chdb and dashboard query latency at 10M rows
 	$(BIN)/python -m bench.central

@@ -430,7 +430,7 @@ def main() -> None:
     parser.add_argument("--records-100", type=int, default=300_000)
     parser.add_argument("--records-1k", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=10_000, help="latency phase records/s")
-    parser.add_argument("--seconds", type=int, default=10, help="latency phase duration")
+    parser.add_argument("--seconds", type=int, default=30, help="latency phase duration (longer: a p99 less at the mercy of one pause)")
     parser.add_argument("--timeout", type=float, default=180.0, help="per throughput run")
     parser.add_argument("--geo-mirror-args", default="",
                         help="more geo-mirror flags, e.g. '--transaction-interval-ms 100'")
