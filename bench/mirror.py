@@ -8,7 +8,7 @@ exactly once as Kafka's documentation says (``central.exactly.once.source.suppor
 
 Throughput: a source topic preloaded with N records (Kafka's ProducerPerformance), the mirror
 started, the rate measured from the first copied record to the last (startup excluded).
-Latency: while the mirror runs, ProducerPerformance writes 10,000 records/s for 10 s and a
+Latency: while the mirror runs, ProducerPerformance writes 10,000 records/s for 30 s (`--seconds`) and a
 ``read_committed`` consumer of the central topic records now - source timestamp.
 
     python -m bench.mirror [--records-100 300000] [--records-1k 100000] [--kinds geo-mirror-eos,mm2-eos]
