@@ -183,15 +183,17 @@ def edge_extras(server: peers.Server, topic: str, work: Path, cluster: KafkaClus
     top: list[tuple[str, float]] = []
     if workers and not args.skip_profile:
         prof_secs = 6
-        loader = subprocess.Popen(["wrk", "-t", "1", "-c", str(args.connections), "-d", f"{prof_secs + 2}s",
-                                   "-s", str(scripts["single"]), server.base], stdout=subprocess.DEVNULL)
+        close = args.profile_scenario == "close"
+        loader = subprocess.Popen(["wrk", "-t", "1", "-c", str(args.close_connections if close else args.connections),
+                                   "-d", f"{prof_secs + 2}s", "-s", str(scripts["close" if close else "single"]),
+                                   server.base], stdout=subprocess.DEVNULL)
         time.sleep(1)  # not a wait: wrk's first second is ramp-up; the profile covers steady load
         try:
             top = profile(workers[0], prof_secs, work / "profile.txt")
         except (subprocess.CalledProcessError, FileNotFoundError) as exc:
             print(f"py-spy failed: {exc}", flush=True)
         loader.wait()
-        print(f"py-spy (one worker under /post load, self time; raw stacks in {work / 'profile.txt'}):")
+        print(f"py-spy (one worker under /post {args.profile_scenario} load, self time; raw stacks in {work / 'profile.txt'}):")
         for frame, share in top:
             print(f"  {share * 100:5.1f}%  {frame}")
     extras["profile_top"] = [[f, round(sh, 3)] for f, sh in top[:8]]
@@ -305,6 +307,8 @@ def main() -> int:
     ap.add_argument("--build-jobs", type=int, default=None, help="go build -p for the peers' first build")
     ap.add_argument("--skip-perf", action="store_true", help="skip Kafka's ProducerPerformance run")
     ap.add_argument("--skip-profile", action="store_true", help="skip the py-spy profile")
+    ap.add_argument("--profile-scenario", choices=("keepalive", "close"), default="keepalive",
+                    help="the wrk load under which one worker is profiled")
     ap.add_argument("--skip-ceiling", action="store_true", help="skip the uvicorn ceiling run")
     args = ap.parse_args()
     args.scenarios = [s for s in args.scenarios.split(",") if s]
