@@ -22,7 +22,8 @@ Slow clients (``ConnectionLimits``, per worker process; the nginx setting each o
   limit are unaffected.
 
 Every close for one of these reasons counts in ``geo_http_connections_closed_total{reason}``;
-``geo_http_open_connections`` is the open connections of the process (all workers summed).
+``geo_http_open_connections`` is the open connections of the process (all workers summed; each
+worker writes its change at most every 0.1 s).
 
 Write coalescing: uvicorn writes a response's head on ``http.response.start`` and its body on
 ``http.response.body``: two socket writes (two syscalls) per answer. Here the transport holds a
@@ -123,6 +124,35 @@ def _metrics() -> tuple[Any, Any]:
     return closed, open_
 
 
+class _OpenConnections:
+    """The process's open connections for ``geo_http_open_connections``. The gauge is a
+    multi-process one (an mmap-backed value written under a lock), so it is written at most every
+    ``PUBLISH_S`` with the net change, not at every open and close: with ``Connection: close``
+    clients that was two writes per request."""
+
+    PUBLISH_S = 0.1
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._published = 0
+        self._scheduled = False
+
+    def change(self, loop: asyncio.AbstractEventLoop, delta: int) -> None:
+        self.count += delta
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_later(self.PUBLISH_S, self._publish)
+
+    def _publish(self) -> None:
+        self._scheduled = False
+        if self.count != self._published:
+            _metrics()[1].inc(self.count - self._published)
+            self._published = self.count
+
+
+_OPEN = _OpenConnections()
+
+
 def _error_response(status: bytes, reason: str, detail: str, extra: bytes = b"") -> bytes:
     body = orjson.dumps({"error": {"reason": reason, "detail": detail}})
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
@@ -206,7 +236,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         self._over_limit = len(self.connections) >= self.limits.max_connections
         super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
-        _metrics()[1].inc()
+        _OPEN.change(self.loop, 1)
         self._counted = True
         self._phase, self._phase_since = _HEADERS, self.loop.time()  # waiting for the first request
         self._arm()
@@ -218,7 +248,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._phase = _IDLE
         if self._counted:
             self._counted = False
-            _metrics()[1].dec()
+            _OPEN.change(self.loop, -1)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

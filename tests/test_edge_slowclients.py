@@ -107,6 +107,28 @@ def test_idle_keepalive_connection_closed_after_the_keepalive_timeout(edge) -> N
     assert 2.5 <= idle <= 10, idle
 
 
+def open_connections(cfg: EdgeConfig) -> float:
+    text = httpx.get(f"http://127.0.0.1:{cfg.metrics_port}/metrics", timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("geo_http_open_connections"))
+
+
+def test_the_open_connections_gauge_follows_opens_and_closes(edge) -> None:
+    cfg, _ = edge
+    wait_until(lambda: open_connections(cfg) == 0, 15, what="no connection open before")
+    body = b'{"event":"gauge"}'
+    socks = [socket.create_connection(("127.0.0.1", cfg.port), timeout=10) for _ in range(40)]
+    try:
+        for sock in socks:  # one request each, answered: then they stay open, idle, on both workers
+            sock.sendall(b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert all(sock.recv(65536).startswith(b"HTTP/1.1 200") for sock in socks)
+        wait_until(lambda: open_connections(cfg) == 40, 2, interval=0.05, what="40 open connections counted")
+    finally:
+        for sock in socks:
+            sock.close()
+    wait_until(lambda: open_connections(cfg) == 0, 2, interval=0.05, what="the closes counted")
+
+
 def test_a_connection_beyond_the_worker_limit_gets_503_retry_after(kafka, tmp_path) -> None:
     for cfg, _ in start_edge(kafka, tmp_path, "limit-events", max_connections=20, header_timeout=3.0):
         url = f"http://127.0.0.1:{cfg.port}/post"
