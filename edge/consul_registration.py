@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import consul
 
-from service_kit.consul_watch import consul_client
+from service_kit.consul_watch import consul_session
 
 log = logging.getLogger(__name__)
 
@@ -112,28 +112,34 @@ class ConsulRegistrar:
         return await asyncio.wait_for(asyncio.to_thread(fn), self.request_timeout + 1)
 
     def _client(self):  # type: ignore[no-untyped-def]
-        return consul_client(self.url, self.token, timeout=self.request_timeout)
+        """A client for one call, its connection closed when the call ends. Left to the garbage
+        collector, each call's client kept its connection open (a py-consul client is a reference
+        cycle, and the edge collects cycles rarely) until the agent's per-address limit (200)
+        answered everyone on 127.0.0.1 with 429."""
+        return consul_session(self.url, self.token, timeout=self.request_timeout)
 
     def _register(self) -> None:
         reg = self.registration
-
-        self._client().agent.service.register(
-            reg.service, service_id=reg.service_id, address=reg.address, port=reg.port,
-            tags=reg.all_tags,
-            meta={"region": reg.region, "version": reg.version, "scheme": reg.scheme,
-                  **({"metrics": reg.metrics_address} if reg.metrics_address else {})},
-            check=consul.Check.http(reg.check_url, reg.check_interval, timeout=reg.check_timeout,
-                                    deregister=reg.deregister_critical_after) | {"TLSSkipVerify": reg.tls_skip_verify},
-            token=self.token,
-        )
+        check = consul.Check.http(reg.check_url, reg.check_interval, timeout=reg.check_timeout,
+                                  deregister=reg.deregister_critical_after) | {"TLSSkipVerify": reg.tls_skip_verify}
+        with self._client() as client:
+            client.agent.service.register(
+                reg.service, service_id=reg.service_id, address=reg.address, port=reg.port,
+                tags=reg.all_tags,
+                meta={"region": reg.region, "version": reg.version, "scheme": reg.scheme,
+                      **({"metrics": reg.metrics_address} if reg.metrics_address else {})},
+                check=check, token=self.token)
 
     def _is_registered(self) -> bool:
-        return self.registration.service_id in self._client().agent.services()
+        with self._client() as client:
+            return self.registration.service_id in client.agent.services()
 
     def _check_status(self) -> str | None:
-        checks = self._client().agent.checks()
+        with self._client() as client:
+            checks = client.agent.checks()
         check = checks.get(self.registration.check_id)
         return check["Status"] if check else None
 
     def _deregister(self) -> None:
-        self._client().agent.service.deregister(self.registration.service_id, token=self.token)
+        with self._client() as client:
+            client.agent.service.deregister(self.registration.service_id, token=self.token)

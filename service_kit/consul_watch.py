@@ -7,11 +7,12 @@ and the mirror (service ``kafka``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import consul
@@ -40,6 +41,20 @@ def consul_client(url: str, token: str | None = None, dc: str | None = None,
     parts = urlsplit(url if "://" in url else f"http://{url}")
     return consul.Consul(host=parts.hostname, port=parts.port or 8500, scheme=parts.scheme,
                          token=token, dc=dc, connections_timeout=timeout)
+
+
+@contextlib.contextmanager
+def consul_session(url: str, token: str | None = None, timeout: float = 30.0) -> Iterator[consul.Consul]:
+    """A client for one exchange whose HTTP connections are closed when the block ends.
+    py-consul's own ``close()`` (and its ``with``) does nothing for the requests-based client, and a
+    client is a reference cycle, so an unclosed one keeps its connection until the cyclic garbage
+    collector runs. Relies on ``client.http.session`` being a ``requests.Session`` (pinned by
+    ``tests/test_library_internals.py``)."""
+    client = consul_client(url, token, timeout=timeout)
+    try:
+        yield client
+    finally:
+        client.http.session.close()
 
 
 class ServiceWatch:

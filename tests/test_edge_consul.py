@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import os
 import signal
 from pathlib import Path
 from typing import Iterator
@@ -9,11 +12,12 @@ from typing import Iterator
 import httpx
 import pytest
 
+from edge.consul_registration import ConsulRegistrar, EdgeRegistration
 from geostack.processes import ServiceProcess, python_entry
 from harness.consul import ConsulAgent
 from harness.kafka import KafkaCluster
 from harness.ports import free_port
-from service_kit.wait import wait_until
+from service_kit.wait import wait_until, wait_until_async
 
 
 @pytest.fixture
@@ -161,3 +165,40 @@ def test_edge_registers_with_its_acl_token_only(tmp_path, kafka, acl_agent) -> N
             without.stop()
     finally:
         edge.stop()
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections of this process to 127.0.0.1:``port`` (from /proc)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if fields[3] == "01" and remote_port == port and fields[9] in inodes:
+            count += 1
+    return count
+
+
+async def test_the_registrar_keeps_no_connection_open_between_its_calls(consul_agent) -> None:
+    """Each resync is a Consul call; with the garbage collector as lazy as the edge's, unclosed
+    clients once piled up ~100 connections per edge until the agent answered 429 to everyone."""
+    port = int(consul_agent.http_addr.rsplit(":", 1)[1])
+    registrar = ConsulRegistrar(consul_agent.url, EdgeRegistration(
+        service_id="leak-1", address="127.0.0.1", port=free_port(), region="eu", version="t",
+        check_url="http://127.0.0.1:1/status"), resync_interval=0.02)
+    gc.disable()
+    try:
+        registrar.start()
+        await wait_until_async(lambda: registrar.registered, 30, what="registered")
+        await asyncio.sleep(1.0)  # ~40 resyncs (one call to the agent each); nothing to await instead
+        assert connections_to(port) <= 2
+    finally:
+        gc.enable()
+        await registrar.drain_and_deregister(critical_timeout=1, linger=0)

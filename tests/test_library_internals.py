@@ -182,3 +182,18 @@ def test_the_direct_cycle_has_every_cycle_attribute_uvicorns_protocol_uses() -> 
     assert used <= provided, used - provided
     assert "self._start_asgi_task(cycle, app)" in source and "cycle.run_asgi(app)" in source
     assert httptools_impl.STATUS_LINE[200] == b"HTTP/1.1 200 OK\r\n"
+
+
+def test_py_consul_clients_hold_a_requests_session_their_close_leaves_open() -> None:
+    """``service_kit.consul_watch.consul_session`` closes ``client.http.session`` itself because
+    py-consul's ``close()`` does not: if a release starts closing it (or renames the session),
+    this says so."""
+    import requests
+
+    from service_kit.consul_watch import consul_client
+    client = consul_client("http://127.0.0.1:1")
+    assert isinstance(client.http.session, requests.Session)
+    adapter = client.http.session.get_adapter("http://127.0.0.1:1/")
+    adapter.poolmanager.connection_from_url("http://127.0.0.1:1/")  # a pool, as a request makes
+    client.http.close()
+    assert len(adapter.poolmanager.pools) == 1  # py-consul's close() left it (and its sockets) open
