@@ -148,8 +148,10 @@ def throughput_run(stack: LocalStack, mode: str, args: argparse.Namespace) -> di
     loader = {"batches": batches,
               "mean_batch_records": round((loader_after["records"] - loader_before["records"]) / batches)
               if batches else None,
-              "mean_batch_insert_commit_s": round((loader_after["seconds"] - loader_before["seconds"]) / batches, 3)
-              if batches else None}
+              **{f"mean_batch_{part}_s": round((loader_after[key] - loader_before[key]) / batches, 3)
+                 if batches else None
+                 for part, key in (("insert_commit", "seconds"), ("insert", "insert_seconds"),
+                                   ("commit", "commit_seconds"))}}
     e2e = e2e_latency(stack, started)
     client = report.summary()
     cores = {name: round((cpu_after[name] - cpu_before.get(name, 0.0)) / sending, 2) for name in cpu_after}
@@ -214,6 +216,8 @@ def loader_figures(stack: LocalStack) -> dict[str, float]:
     samples = scrape(f"{stack.central_url}/metrics", 10)
     return {"batches": sample_sum(samples, "geo_central_batch_seconds_count"),
             "seconds": sample_sum(samples, "geo_central_batch_seconds_sum"),
+            "insert_seconds": sample_sum(samples, "geo_central_insert_seconds_sum"),
+            "commit_seconds": sample_sum(samples, "geo_central_commit_seconds_sum"),
             "records": sample_sum(samples, "geo_central_batch_records_sum"),
             "event_rows": sample_sum(samples, "geo_central_rows_loaded_total", table="events"),
             "at": time.monotonic()}

@@ -12,13 +12,14 @@ from typing import Any, Sequence
 import uvicorn
 
 from central.api import build_app
-from central.clickhouse import AsyncClickHouse, make_client
+from central.clickhouse import DEFAULT_MERGE_NICE, AsyncClickHouse, make_client
 from central.loader import DEFAULT_EVENTS_PATTERN, DEFAULT_HEARTBEATS_PATTERN, Loader, LoaderConfig
 from central.metrics import CentralMetrics
 from central.queries import Queries
 from central.schema import Tables, create_schema
 from service_kit import kafka_security
 from service_kit.config import EnvArgumentParser
+from service_kit.gc_tuning import tune_for_throughput
 from service_kit.logs import configure_logging
 from service_kit.shutdown import shutdown_event
 
@@ -39,6 +40,10 @@ def build_parser() -> EnvArgumentParser:
                    help="ClickHouse server HTTP URL (http://user:pass@host:8123); empty: chdb embedded")
     p.add_argument("--data-dir", env="GEO_CENTRAL_DATA_DIR", default="var/central/chdb",
                    help="chdb data directory (when no --clickhouse-url)")
+    p.add_argument("--merge-nice", env="GEO_CENTRAL_MERGE_NICE", type=int, default=DEFAULT_MERGE_NICE,
+                   choices=range(0, 20), metavar="0-19",
+                   help="nice value of chdb's background merge threads: merges yield the CPU to "
+                        "inserts and everything else on the host (0: as the loader)")
     p.add_argument("--database", env="GEO_CENTRAL_DATABASE", default="geo", help="ClickHouse database")
     p.add_argument("--batch-size", env="GEO_CENTRAL_BATCH_SIZE", type=int, default=50_000,
                    help="flush a batch at this many records")
@@ -69,7 +74,7 @@ async def run(args: Any) -> None:
     stop = shutdown_event()
     tables = Tables(args.database)
     metrics = CentralMetrics()
-    clickhouse = AsyncClickHouse(make_client(args.clickhouse_url or None, args.data_dir))
+    clickhouse = AsyncClickHouse(make_client(args.clickhouse_url or None, args.data_dir, args.merge_nice))
     try:
         await clickhouse.in_writer(create_schema, clickhouse.client, tables, not args.no_fsync)
         queries = Queries(clickhouse, tables)
@@ -103,6 +108,7 @@ async def run(args: Any) -> None:
         server_task = asyncio.create_task(server.serve())
         log.info("geo-central serving", extra={"host": args.host, "port": args.port,
                                                 "clickhouse": args.clickhouse_url or args.data_dir})
+        tune_for_throughput()  # the loader allocates per record (service_kit.gc_tuning)
         loader_task = asyncio.create_task(loader.run(stop)) if loader else None
         waiters = [asyncio.create_task(stop.wait()), server_task] + ([loader_task] if loader_task else [])
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -5,6 +5,11 @@ and return rows as dicts; inserts send rows (tuples) column by column (``JSONCom
 ``orjson.dumps`` for a whole batch, no column names repeated per row). Calls are blocking;
 :class:`AsyncClickHouse` runs them in threads: one writer thread for inserts and DDL, a small pool
 for reads, so the event loop stays free.
+
+An insert is encoded (:func:`encode_insert`) in the caller's thread and only *run* in the writer
+thread: the encoding needs the GIL, and a writer thread that must win the GIL back from a busy
+event loop several times per insert was measured to spend ~40 % of the insert's wall time there
+(py-spy, the loaded stack at 10,500 events/s); running a statement releases the GIL.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
 import httpx
@@ -20,6 +26,8 @@ import orjson
 
 Rows = list[dict[str, Any]]
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: the nice value of chdb's background merge threads (see :class:`ChdbClient`)
+DEFAULT_MERGE_NICE = 19
 _OUTPUT_SETTINGS = {"output_format_json_quote_64bit_integers": "0",
                     "output_format_json_quote_denormals": "0"}
 
@@ -47,6 +55,9 @@ class ClickHouseClient(Protocol):
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows`` (values in ``columns`` order) into ``table`` in one insert."""
 
+    def run_insert(self, insert: EncodedInsert) -> None:
+        """Run an insert encoded by :func:`encode_insert`."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -57,9 +68,31 @@ def insert_statement(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({names}) FORMAT JSONCompactColumns"
 
 
-def compact_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
-    """``rows`` as ``JSONCompactColumns`` data: one JSON array per column."""
-    return orjson.dumps(list(zip(*rows)) if rows else [[] for _ in columns])
+def compact_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                    constants: Mapping[str, Any] | None = None) -> bytes:
+    """``rows`` as ``JSONCompactColumns`` data: one JSON array per column; a column named in
+    ``constants`` takes that value in every row (whatever the rows hold there)."""
+    data: list[Any] = list(zip(*rows)) if rows else [[] for _ in columns]
+    for name, value in (constants or {}).items():
+        data[columns.index(name)] = [value] * len(rows)
+    return orjson.dumps(data)
+
+
+@dataclass(frozen=True)
+class EncodedInsert:
+    """An insert ready to run: its statement and its ``JSONCompactColumns`` data."""
+
+    table: str
+    statement: str
+    data: bytes
+    rows: int
+
+
+def encode_insert(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                  constants: Mapping[str, Any] | None = None) -> EncodedInsert:
+    """``rows`` encoded for one insert into ``table`` (see :func:`compact_columns`)."""
+    return EncodedInsert(table, insert_statement(table, columns), compact_columns(columns, rows, constants),
+                         len(rows))
 
 
 def _parse_rows(data: bytes) -> Rows:
@@ -72,13 +105,21 @@ class ChdbClient:
     chdb allows one data path per process at a time; close this client before opening another.
     Calls are serialised: chdb's query parameters are per connection state, and concurrent
     parameterised queries on one session were seen to lose their parameters.
+
+    ``merge_nice`` is ClickHouse's ``os_threads_nice_value_merge_mutate`` (a server setting, given
+    to chdb as a start-up argument): the background merges run at that nice value. They are not
+    on any event's way into the table, and a ReplacingMergeTree's merges grow with it — in the
+    loaded stack a merge into a ~400,000-row part took the CPU from the loader's inserts for
+    seconds (see docs/central.md, "Merges and the loader's latency").
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, merge_nice: int = DEFAULT_MERGE_NICE) -> None:
         import chdb.session
 
+        if not 0 <= merge_nice <= 19:
+            raise ValueError(f"merge_nice must be in 0..19, got {merge_nice}")
         self.path = path
-        self._session = chdb.session.Session(path)
+        self._session = chdb.session.Session(f"{path}?os_threads_nice_value_merge_mutate={merge_nice}")
         self._lock = threading.Lock()
 
     def _run(self, sql: str, fmt: str, params: Mapping[str, Any] | None) -> bytes:
@@ -99,8 +140,11 @@ class ChdbClient:
         return _parse_rows(self._run(f"{sql}\nSETTINGS {settings}", "JSONEachRow", params))
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        data = compact_columns(columns, rows).decode()
-        self._run(f"{insert_statement(table, columns)} {data}", "CSV", None)
+        self.run_insert(encode_insert(table, columns, rows))
+
+    def run_insert(self, insert: EncodedInsert) -> None:
+        # chdb takes the data inline, after the FORMAT clause, in the query text
+        self._run(f"{insert.statement} {insert.data.decode()}", "CSV", None)
 
     def close(self) -> None:
         self._session.close()
@@ -137,7 +181,10 @@ class HttpClickHouseClient:
         return _parse_rows(self._post(None, f"{sql}\nFORMAT JSONEachRow", params, _OUTPUT_SETTINGS))
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self._post(insert_statement(table, columns), compact_columns(columns, rows), None)
+        self.run_insert(encode_insert(table, columns, rows))
+
+    def run_insert(self, insert: EncodedInsert) -> None:
+        self._post(insert.statement, insert.data, None)
 
     def close(self) -> None:
         self._http.close()
@@ -149,13 +196,15 @@ def _stringify(params: Mapping[str, Any] | None) -> dict[str, str] | None:
     return {k: v if isinstance(v, str) else str(v) for k, v in params.items()}
 
 
-def make_client(url: str | None, data_dir: str) -> ClickHouseClient:
-    """An HTTP client when ``url`` is given (http:// or https://), else chdb in ``data_dir``."""
+def make_client(url: str | None, data_dir: str, merge_nice: int = DEFAULT_MERGE_NICE) -> ClickHouseClient:
+    """An HTTP client when ``url`` is given (http:// or https://), else chdb in ``data_dir``
+    (``merge_nice``: chdb only; a server takes ``os_threads_nice_value_merge_mutate`` from its
+    own configuration)."""
     if url:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"ClickHouse URL must start with http:// or https://, got {url!r}")
         return HttpClickHouseClient(url)
-    return ChdbClient(data_dir)
+    return ChdbClient(data_dir, merge_nice)
 
 
 class AsyncClickHouse:
@@ -169,8 +218,11 @@ class AsyncClickHouse:
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         await asyncio.get_running_loop().run_in_executor(self._writer, self.client.execute, sql, params)
 
-    async def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._writer, self.client.insert, table, columns, rows)
+    async def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                     constants: Mapping[str, Any] | None = None) -> None:
+        """Encode the rows here (see the module docstring), insert them in the writer thread."""
+        encoded = encode_insert(table, columns, rows, constants)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.client.run_insert, encoded)
 
     async def in_writer(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` in the writer thread (DDL, schema set-up)."""

@@ -19,6 +19,14 @@ class CentralMetrics:
                                        "Time to insert a batch and commit its offsets",
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
                                        registry=r)
+        self.insert_seconds = Histogram("geo_central_insert_seconds",
+                                        "Time to insert a batch's rows (all tables, retries included)",
+                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
+                                        registry=r)
+        self.commit_seconds = Histogram("geo_central_commit_seconds",
+                                        "Time to commit a batch's offsets after its insert",
+                                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
+                                        registry=r)
         self.batch_records = Histogram("geo_central_batch_records", "Records per batch",
                                        buckets=(1, 10, 100, 1000, 5000, 10000, 20000, 50000), registry=r)
         self.consumer_lag = Gauge("geo_central_consumer_lag",

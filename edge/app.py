@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib.metadata
 import logging
 import os
@@ -29,6 +28,7 @@ from edge.limits import StructureLimits, check_headers
 from edge.ratelimit import TokenBuckets
 from edge.sink import KafkaSink
 from edge.validation import make_checker
+from service_kit.gc_tuning import tune_for_throughput
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 
@@ -219,7 +219,5 @@ def create_app_from_env() -> Starlette:
     app = create_app(config)
     # The hot path allocates many short-lived objects: collect the young generation less often
     # and keep the start-up objects out of every collection.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    tune_for_throughput()
     return app

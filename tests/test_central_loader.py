@@ -193,6 +193,13 @@ async def test_loads_committed_events_quarantines_bad_ones_and_finds_new_regions
         assert metrics.registry.get_sample_value("geo_central_quarantined_total",
                                                  {"reason": "too_large"}) == 1
         assert running.loader.state["running"] and running.loader.state["batches"] >= 2
+        # each batch's time is split into its insert and its offset commit, both observed
+        counts = {name: metrics.registry.get_sample_value(f"geo_central_{name}_seconds_count")
+                  for name in ("batch", "insert", "commit")}
+        assert counts["batch"] >= 2 and counts["insert"] == counts["commit"] == counts["batch"]
+        spent = {name: metrics.registry.get_sample_value(f"geo_central_{name}_seconds_sum")
+                 for name in ("batch", "insert", "commit")}
+        assert 0 < spent["insert"] + spent["commit"] <= spent["batch"]
     finally:
         await running.close()
 

@@ -5,10 +5,16 @@ silent duplicate or a frozen consumer in production."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import uuid
 from importlib.metadata import version
+from pathlib import Path
 
 import aiokafka
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -16,6 +22,8 @@ from harness.kafka import KafkaCluster
 from service_kit.wait import wait_until_async
 from service_kit import aiokafka_internals, prometheus_internals
 from test_mirror_helpers import create_topic
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_pinned_versions_are_installed() -> None:
@@ -197,3 +205,50 @@ def test_py_consul_clients_hold_a_requests_session_their_close_leaves_open() -> 
     adapter.poolmanager.connection_from_url("http://127.0.0.1:1/")  # a pool, as a request makes
     client.http.close()
     assert len(adapter.poolmanager.pools) == 1  # py-consul's close() left it (and its sockets) open
+
+
+def test_chdb_takes_the_merge_threads_nice_value_as_a_start_up_argument(tmp_path) -> None:
+    """``central.clickhouse.ChdbClient`` hands ClickHouse's ``os_threads_nice_value_merge_mutate``
+    to chdb in its connection string: the server setting must arrive, and a running merge must
+    run at that nice value (read from /proc while a merge of many small parts runs). In a fresh
+    process: chdb's merge pool is per process, made by the first session that opens."""
+    script = textwrap.dedent(f"""
+        import os, threading, orjson
+        from central.clickhouse import ChdbClient
+        from service_kit.wait import wait_until
+        client = ChdbClient({str(tmp_path / "chdb")!r}, merge_nice=17)
+        setting = client.select("SELECT value FROM system.server_settings "
+                                "WHERE name = 'os_threads_nice_value_merge_mutate'")
+        client.execute("CREATE TABLE t (x UInt64, s String) ENGINE = MergeTree ORDER BY x")
+        seen, stop = set(), threading.Event()
+
+        def insert_parts():  # many small parts: merges start and keep running
+            while not stop.is_set():
+                client.execute("INSERT INTO t SELECT number, toString(number) FROM numbers(200000)")
+
+        def a_merge_thread_runs():
+            for task in os.listdir("/proc/self/task"):
+                try:
+                    with open(f"/proc/self/task/{{task}}/comm") as comm, open(f"/proc/self/task/{{task}}/stat") as stat:
+                        name, fields = comm.read().strip(), stat.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue  # the thread ended
+                if name.startswith("MergeMutate") and fields[0] == "R":
+                    seen.add(fields[16])
+            return bool(seen)
+
+        inserter = threading.Thread(target=insert_parts)
+        inserter.start()
+        try:
+            wait_until(a_merge_thread_runs, timeout=60, interval=0.005, what="a merge thread running")
+        finally:
+            stop.set()
+            inserter.join()
+        print(orjson.dumps({{"setting": setting, "nice": sorted(seen)}}).decode())
+        os._exit(0)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"setting": [{"value": "17"}], "nice": ["17"]}
