@@ -18,7 +18,9 @@
 3. A soak at ``--soak-rate`` for ``--soak-seconds`` (default 600): every process's RSS at the start
    and at the end (growth would mean a leak), and again nothing lost.
 
-Prints progress, then one JSON object as the last line.
+Prints progress, then one JSON object as the last line, with ``host_us_per_record_start`` and
+``_end``: the host's speed before and after (``bench.calibrate``; this machine's varies by ~1.5x
+over an hour, and the latency figures with it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import httpx
 import orjson
 import uvloop
 
+from bench.calibrate import host_us_per_record
 from bench.procfs import cpu_seconds, rss_mb, thread_cpu_seconds, tree_pids
 from bench.prom import sample_sum, scrape
 from geostack.audit import wait_for_central
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("warning", service="bench-stack")
     workdir = Path(tempfile.mkdtemp(prefix="geo-bench-stack-"))
     result: dict[str, object] = {"load_average_start": os.getloadavg()[0], "cores": os.cpu_count(),
+                                 "host_us_per_record_start": host_us_per_record(),
                                  "brokers_per_cluster": args.brokers}
     with LocalStack(workdir, brokers=args.brokers, wan_links=args.wan) as stack:
         result["wan"] = stack.link_shapes()  # region -> the link shape in force (null: loopback)
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             result["soak"] = soak(stack, args)
             say(f"soak: {result['soak']}")
     result["load_average_end"] = os.getloadavg()[0]
+    result["host_us_per_record_end"] = host_us_per_record()  # after the stack stopped (bench.calibrate)
     print(orjson.dumps(result).decode(), flush=True)
     return 0
 
