@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import sys
 import tempfile
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wan", choices=("regions", "off"), default=os.environ.get("GEOINGEST_WAN") or "regions",
                         help="region -> centre links: regions.yaml's wan: figures or off (loopback); env GEOINGEST_WAN")
     args = parser.parse_args(argv)
+    # CI saw this process end with SIGSEGV once (2026-12-06), after it had printed its summary:
+    # a crash leaves every thread's Python stack on stderr
+    faulthandler.enable()
     configure_logging("warning", service="geostack-demo")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="geo-demo-"))
     failures: list[str] = []

@@ -209,8 +209,10 @@ def test_py_consul_clients_hold_a_requests_session_their_close_leaves_open() -> 
 
 def test_chdb_takes_the_merge_threads_nice_value_as_a_start_up_argument(tmp_path) -> None:
     """``central.clickhouse.ChdbClient`` hands ClickHouse's ``os_threads_nice_value_merge_mutate``
-    to chdb in its connection string: the server setting must arrive, and a running merge must
-    run at that nice value (read from /proc while a merge of many small parts runs). In a fresh
+    to chdb in its connection string: the server setting must arrive, and merges must run at that
+    nice value (read from /proc while merges of many small parts run). A merge thread is set to
+    the value when it takes its first task, so a freshly started one can be seen running at 0 for
+    an instant (CI saw one such sample): most samples, not all, are at the value. In a fresh
     process: chdb's merge pool is per process, made by the first session that opens."""
     script = textwrap.dedent(f"""
         import os, threading, orjson
@@ -220,7 +222,7 @@ def test_chdb_takes_the_merge_threads_nice_value_as_a_start_up_argument(tmp_path
         setting = client.select("SELECT value FROM system.server_settings "
                                 "WHERE name = 'os_threads_nice_value_merge_mutate'")
         client.execute("CREATE TABLE t (x UInt64, s String) ENGINE = MergeTree ORDER BY x")
-        seen, stop = set(), threading.Event()
+        seen, stop = [], threading.Event()
 
         def insert_parts():  # many small parts: merges start and keep running
             while not stop.is_set():
@@ -234,21 +236,23 @@ def test_chdb_takes_the_merge_threads_nice_value_as_a_start_up_argument(tmp_path
                 except OSError:
                     continue  # the thread ended
                 if name.startswith("MergeMutate") and fields[0] == "R":
-                    seen.add(fields[16])
-            return bool(seen)
+                    seen.append(fields[16])
+            return len(seen) >= 20
 
         inserter = threading.Thread(target=insert_parts)
         inserter.start()
         try:
-            wait_until(a_merge_thread_runs, timeout=60, interval=0.005, what="a merge thread running")
+            wait_until(a_merge_thread_runs, timeout=120, interval=0.005, what="20 samples of running merge threads")
         finally:
             stop.set()
             inserter.join()
-        print(orjson.dumps({{"setting": setting, "nice": sorted(seen)}}).decode())
+        print(orjson.dumps({{"setting": setting, "nice": seen}}).decode())
         os._exit(0)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
     result = orjson.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"setting": [{"value": "17"}], "nice": ["17"]}
+    assert result["setting"] == [{"value": "17"}]
+    at_the_value = result["nice"].count("17")
+    assert at_the_value >= 0.8 * len(result["nice"]), result["nice"]  # without the setting: all "0"
