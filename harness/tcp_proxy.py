@@ -45,6 +45,7 @@ class TcpProxy:
     _server: asyncio.base_events.Server | None = field(default=None, init=False, repr=False)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set, init=False, repr=False)
     _open: asyncio.Event | None = field(default=None, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     connections: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -63,11 +64,15 @@ class TcpProxy:
 
         def run() -> None:
             name_this_thread(THREAD_NAME)
-            self._loop = uvloop.new_event_loop()
-            self._loop.run_until_complete(self._serve(ready))
-            self._loop.run_forever()
+            self._loop = loop = uvloop.new_event_loop()
+            try:
+                loop.run_until_complete(self._serve(ready))
+                loop.run_forever()
+            finally:
+                loop.close()
 
-        threading.Thread(target=run, daemon=True, name=f"tcp-proxy-{self.port}").start()
+        self._thread = threading.Thread(target=run, daemon=True, name=f"tcp-proxy-{self.port}")
+        self._thread.start()
         if not ready.wait(10):
             raise RuntimeError(f"proxy on {self.port} did not start")
         return self
@@ -86,7 +91,13 @@ class TcpProxy:
         self._call(heal)
 
     def stop(self) -> None:
-        if self._loop is None:
+        """Close the listener and every connection, and wait for the proxy's thread to end.
+
+        Waiting matters: a process that exits right after (``make demo`` does) would otherwise
+        finalise the interpreter while the daemon thread still runs uvloop — CI once saw the demo
+        end with SIGSEGV after its summary."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or loop.is_closed():
             return
 
         def close() -> None:
@@ -95,8 +106,13 @@ class TcpProxy:
             for writer in list(self._writers):
                 writer.transport.abort()
             # the aborted connections' pipes end within a few iterations: let them, then stop
-            self._loop.call_later(0.2, self._loop.stop)  # type: ignore[union-attr]
-        self._loop.call_soon_threadsafe(close)
+            loop.call_later(0.2, loop.stop)
+        try:
+            loop.call_soon_threadsafe(close)
+        except RuntimeError:  # closed meanwhile
+            return
+        if thread is not threading.current_thread():
+            thread.join(10)
 
     def _call(self, fn) -> None:  # type: ignore[no-untyped-def]
         assert self._loop is not None

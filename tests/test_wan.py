@@ -259,6 +259,18 @@ def test_loopback_shape_is_a_plain_proxy(echo: EchoServer) -> None:
         proxy.stop()
 
 
+def test_a_stopped_proxy_leaves_no_thread_behind(echo: EchoServer) -> None:
+    """``stop()`` returns once the proxy's thread has ended: a process that exits right after
+    must not finalise the interpreter under a running uvloop thread (the demo's SIGSEGV)."""
+    proxy = shaped(echo, LinkShape(rtt_ms=10))
+    ping_times(proxy, 3)  # open connections are aborted by the stop, not left behind
+    name = f"tcp-proxy-{proxy.port}"
+    assert name in {t.name for t in threading.enumerate()}
+    proxy.stop()
+    assert name not in {t.name for t in threading.enumerate()}
+    proxy.stop()  # a second stop is a no-op
+
+
 # -- the regions file ---------------------------------------------------------------------------
 
 def test_every_edge_region_has_a_link_to_the_centre() -> None:
