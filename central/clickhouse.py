@@ -82,17 +82,14 @@ def compact_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]],
 class EncodedInsert:
     """An insert ready to run: its statement and its ``JSONCompactColumns`` data."""
 
-    table: str
     statement: str
     data: bytes
-    rows: int
 
 
 def encode_insert(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                   constants: Mapping[str, Any] | None = None) -> EncodedInsert:
     """``rows`` encoded for one insert into ``table`` (see :func:`compact_columns`)."""
-    return EncodedInsert(table, insert_statement(table, columns), compact_columns(columns, rows, constants),
-                         len(rows))
+    return EncodedInsert(insert_statement(table, columns), compact_columns(columns, rows, constants))
 
 
 def _parse_rows(data: bytes) -> Rows:
