@@ -6,8 +6,10 @@ NDJSON batch, one result per event) and ``GET /v1/pixel.gif`` (image beacon).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -134,17 +136,13 @@ class EventEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         metrics.LIVE.in_flight += 1
-        extra: list[tuple[bytes, bytes]] = []
+        extra: tuple[tuple[bytes, bytes], ...] = ()
         try:
             headers = dict(scope["headers"])
             peer = self.ctx.admit(scope, headers, self.credential(scope, headers))
             status, body, ctype = await self.handle(scope, receive, headers, peer)
         except EdgeError as exc:
-            status, body, ctype = exc.status, exc.body(), JSON
-            metrics.EVENTS_REJECTED.labels(exc.reason).inc()
-            extra.extend(exc.headers)
-            if status == 503:
-                extra.append((b"retry-after", self.ctx.retry_after))
+            status, body, ctype, extra = self._rejected(exc)
         except ClientDisconnected:
             metrics.LIVE.in_flight -= 1
             return
@@ -153,17 +151,36 @@ class EventEndpoint:
             status, body, ctype = 500, errors.error_body("internal_error", "unexpected error"), JSON
         metrics.LIVE.in_flight -= 1
         if status == 503 and not extra:
-            extra.append((b"retry-after", self.ctx.retry_after))
+            extra = ((b"retry-after", self.ctx.retry_after),)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype), (b"content-length", b"%d" % len(body)),
                                 (b"cache-control", b"no-store"), *extra]})
         await send({"type": "http.response.body", "body": body})
+        self._record(status, start)
+
+    def _rejected(self, exc: EdgeError) -> tuple[int, bytes, bytes, tuple[tuple[bytes, bytes], ...]]:
+        """The answer to a rejected request (counted by reason); a 503 tells when to come back."""
+        metrics.EVENTS_REJECTED.labels(exc.reason).inc()
+        extra = tuple(exc.headers)
+        if exc.status == 503:
+            extra += ((b"retry-after", self.ctx.retry_after),)
+        return exc.status, exc.body(), JSON, extra
+
+    def _record(self, status: int, start: float) -> None:
         counter = self._by_status.get(status)
         if counter is None:
             counter = self._by_status[status] = metrics.BufferedCounter(
                 metrics.REQUESTS.labels(self.route, str(status)))
         counter.inc()
         self._latency.observe(time.perf_counter() - start)
+
+    def takes_immediately(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the HTTP protocol may read this request's whole body itself and call
+        :meth:`immediate` (``service_kit.direct_cycle.ImmediateCycle``); else the ASGI way."""
+        return False
+
+    def immediate(self, cycle: Any) -> None:
+        raise NotImplementedError
 
     async def _read(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         length = headers.get(b"content-length")
@@ -172,15 +189,19 @@ class EventEndpoint:
                                int(length) if length and length.isdigit() else None)
 
     async def _produce_single(self, peer: Peer, headers: dict[bytes, bytes], raw: bytes) -> Ack:
+        ack = await self.ctx.sink.send_one(*self._single_record(peer, headers, raw))
+        self._accepted.inc()
+        return ack
+
+    def _single_record(self, peer: Peer, headers: dict[bytes, bytes], raw: bytes) -> Record:
+        """The Kafka record of one event (checked, enriched); ``EdgeError`` when it is invalid."""
         ctx = self.ctx
         if len(raw) > ctx.max_event_bytes:
             raise EdgeError(errors.EVENT_TOO_LARGE, f"event exceeds {ctx.max_event_bytes} bytes")
         doc = parse_event(raw, ctx.check, ctx.structure)
         rctx = ctx.request_context(peer, headers, single=True)
         event_id, key = event_id_and_key(doc, rctx.idempotency_key)
-        ack = await ctx.sink.send_one(key, raw, ctx.enricher.headers(doc, rctx, event_id))
-        self._accepted.inc()
-        return ack
+        return key, raw, ctx.enricher.headers(doc, rctx, event_id)
 
 
 class PostEvent(EventEndpoint):
@@ -196,7 +217,66 @@ class PostEvent(EventEndpoint):
         if not raw.strip():
             raise EdgeError(errors.EMPTY_BODY, "the body is empty")
         ack = await self._produce_single(peer, headers, raw)
-        return 200, b'{"status":"ok","partition":%d,"offset":%d}' % (ack.partition, ack.offset), JSON
+        return 200, _ok_body(ack), JSON
+
+    def takes_immediately(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """A body of a declared length within the limit and not compressed (the common request):
+        the protocol reads it whole. Chunked, compressed or oversized bodies take the ASGI way
+        (streamed reading, gzip limits, the early 413)."""
+        length = None
+        for name, value in headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"content-encoding" or name == b"transfer-encoding":
+                return False
+        return length is not None and length.isdigit() and int(length) <= self.ctx.max_body_bytes
+
+    def immediate(self, cycle: Any) -> None:
+        """The same request as :meth:`handle`, answered from callbacks: checked and submitted to
+        Kafka here, answered when the acknowledgement (or the failure) arrives."""
+        start = time.perf_counter()
+        metrics.LIVE.in_flight += 1
+        try:
+            headers = dict(cycle.scope["headers"])
+            peer = self.ctx.admit(cycle.scope, headers, presented_key(headers))
+            if media_type(headers) not in _SINGLE_TYPES:
+                raise EdgeError(errors.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+            raw = bytes(cycle.body)
+            if not raw.strip():
+                raise EdgeError(errors.EMPTY_BODY, "the body is empty")
+            delivery = self.ctx.sink.submit_one(*self._single_record(peer, headers, raw))
+        except EdgeError as exc:
+            self._answer(cycle, start, *self._rejected(exc))
+            return
+        except Exception:
+            log.exception("unexpected error", extra={"route": self.route})
+            self._answer(cycle, start, 500, errors.error_body("internal_error", "unexpected error"), JSON, ())
+            return
+        delivery.add_done_callback(functools.partial(self._acked, cycle, start))
+
+    def _acked(self, cycle: Any, start: float, delivery: asyncio.Future[list[Ack | EdgeError]]) -> None:
+        result = delivery.result()[0] if not delivery.cancelled() else \
+            EdgeError(errors.KAFKA_UNAVAILABLE, "the Kafka producer was closed before the ack")
+        if type(result) is Ack:
+            self._accepted.inc()
+            self._answer(cycle, start, 200, _ok_body(result), JSON, ())
+        else:
+            self._answer(cycle, start, *self._rejected(result))
+
+    def _answer(self, cycle: Any, start: float, status: int, body: bytes, ctype: bytes,
+                extra: tuple[tuple[bytes, bytes], ...]) -> None:
+        metrics.LIVE.in_flight -= 1
+        if status == 503 and not extra:
+            extra = ((b"retry-after", self.ctx.retry_after),)
+        head = b"content-type: %s\r\ncache-control: no-store\r\n" % ctype
+        if extra:
+            head += b"".join(b"%s: %s\r\n" % pair for pair in extra)
+        cycle.respond(status, head, body)
+        self._record(status, start)
+
+
+def _ok_body(ack: Ack) -> bytes:
+    return b'{"status":"ok","partition":%d,"offset":%d}' % (ack.partition, ack.offset)
 
 
 class PixelEvent(EventEndpoint):

@@ -232,11 +232,17 @@ class KafkaSink:
 
     async def send_one(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Ack:
         """Produce one record and wait for its ack; ``EdgeError`` (503) on timeout or failure."""
-        batching = self._admit(1)
-        (result,) = await batching.submit(((key, value, headers),)).future
+        (result,) = await self.submit_one(key, value, headers)
         if type(result) is not Ack:
             raise result
         return result
+
+    def submit_one(self, key: bytes | None, value: bytes,
+                   headers: list[tuple[str, bytes]]) -> asyncio.Future[list[Ack | EdgeError]]:
+        """Produce one record without waiting: the future resolves to ``[Ack]`` or ``[EdgeError]``
+        (within the produce timeout); ``EdgeError`` (503) at once when Kafka is down or the worker
+        is overloaded."""
+        return self._admit(1).submit(((key, value, headers),)).future
 
     async def send_many(self, records: Sequence[Record]) -> list[Ack | EdgeError]:
         """Produce all records and wait for their acks within the produce timeout.

@@ -166,3 +166,81 @@ class DirectCycle:
 
 def _nothing() -> None:
     return None
+
+
+class _Ignored:
+    """A ``message_event`` that nothing waits on any more."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        return None
+
+
+_IGNORED = _Ignored()
+
+
+class ImmediateCycle:
+    """One request on a direct route whose endpoint answers from callbacks, with no ASGI task.
+
+    For a request whose whole body will be small and plain (the endpoint says so with
+    ``takes_immediately(headers)``, before any body byte is read), the protocol collects the body
+    in this cycle and, when the message is complete, calls ``endpoint.immediate(cycle)`` in the
+    parser's callback. The endpoint answers with :meth:`respond` — at once (a rejected request)
+    or from a later callback (the Kafka acknowledgement): no task, coroutine, future wait or ASGI
+    message per request. It carries the attributes uvicorn's protocol drives on a cycle
+    (``body``, ``more_body``, ``message_event``, ``keep_alive``, ``disconnected``,
+    ``response_started``, ``response_complete``), so keep-alive, disconnects, SIGTERM drain (a
+    connection with an unanswered cycle is closed after its answer) and the slow-client timers
+    work as on the other cycles. The protocol takes this way only when nothing is pipelined ahead
+    of the request, no ``Expect: 100-continue`` is pending and writing is not paused.
+    """
+
+    __slots__ = ("scope", "transport", "write", "endpoint", "on_response", "message_event",
+                 "disconnected", "keep_alive", "body", "more_body", "response_started",
+                 "response_complete")
+
+    def __init__(self, scope: dict[str, Any], transport: asyncio.Transport, write: Callable[[bytes], None],
+                 endpoint: Any, keep_alive: bool, on_response: Callable[[], None]) -> None:
+        self.scope = scope
+        self.transport = transport
+        self.write = write
+        self.endpoint = endpoint
+        self.on_response = on_response
+        self.message_event = self  # the protocol calls ``message_event.set()``: see :meth:`set`
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.body = bytearray()
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+
+    def set(self) -> None:
+        """The protocol's signal after a body piece, at the message's end and at a disconnect:
+        at the end of a complete message the endpoint runs (once)."""
+        if self.more_body or self.disconnected or self.response_started:
+            if self.disconnected and not self.response_started:
+                self.message_event = _IGNORED  # no answer will come: end the self-reference
+            return
+        self.response_started = True  # from here the endpoint owns the answer
+        try:
+            self.endpoint.immediate(self)
+        except BaseException as exc:  # as uvicorn: the endpoint failed, a 500 and close
+            log.error("Exception in immediate endpoint\n", exc_info=exc)
+            self.keep_alive = False
+            self.respond(500, b"content-type: text/plain; charset=utf-8\r\n", b"Internal Server Error")
+
+    def respond(self, status: int, headers: bytes, body: bytes) -> None:
+        """Write the whole answer: ``status``, header lines (each ending in CRLF, without content-length and connection) and ``body``. Nothing is
+        written once the client has gone; a second call is ignored."""
+        if self.response_complete:
+            return
+        self.response_complete = True
+        self.message_event = _IGNORED  # ends the self-reference: the cycle is freed at once, not by the GC
+        if not self.disconnected:
+            close = b"" if self.keep_alive else _CLOSE
+            self.write(b"%s%scontent-length: %d\r\n%s\r\n%s" % (STATUS_LINE[status], headers, len(body), close, body))
+            if not self.keep_alive:
+                self.transport.close()
+        on_response, self.on_response = self.on_response, _nothing
+        on_response()

@@ -49,7 +49,7 @@ import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service_kit.direct_cycle import DirectCycle
+from service_kit.direct_cycle import DirectCycle, ImmediateCycle
 
 _IDLE, _HEADERS, _BODY = 0, 1, 2
 
@@ -304,11 +304,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         scope["app"] = self.app
         transport = self.transport
         existing = self.cycle
+        keep_alive = http_version != "1.0" and parser.should_keep_alive()
+        idle = existing is None or existing.response_complete
+        if idle and not self.expect_100_continue and not self.flow.write_paused \
+                and endpoint.takes_immediately(self.headers):
+            self.cycle = ImmediateCycle(  # type: ignore[assignment]
+                scope, transport, transport.write_whole, endpoint, keep_alive,  # type: ignore[attr-defined]
+                self.on_response_complete)
+            return True
         self.cycle = cycle = DirectCycle(  # type: ignore[assignment]
             scope, transport, transport.write_whole, self.flow, self.loop,  # type: ignore[attr-defined]
-            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
-            expect_100_continue=self.expect_100_continue, on_response=self.on_response_complete)
-        if existing is None or existing.response_complete:
+            keep_alive=keep_alive, expect_100_continue=self.expect_100_continue, on_response=self.on_response_complete)
+        if idle:
             self._start_asgi_task(cycle, endpoint)  # type: ignore[arg-type]
         else:  # pipelined behind a request still being answered, as uvicorn queues it
             self.flow.pause_reading()

@@ -162,3 +162,33 @@ def test_a_client_leaving_inside_its_body_leaves_the_edge_serving(edge: EdgeConf
     with sock:
         sock.sendall(post(orjson.dumps({"event": "next"})))
         assert reader.answer()[0] == 200
+
+
+def test_rejections_and_events_alternate_on_one_connection(edge: EdgeConfig, kafka) -> None:
+    """A rejection is answered while the request is parsed, an event after Kafka's ack (the
+    immediate way); both leave the connection open for the next request, answered in turn."""
+    good = [orjson.dumps({"event": "turn", "n": n}) for n in range(2)]
+    sock, reader = connect(edge)
+    with sock:
+        answers = []
+        for body in (b"{not json", good[0], b"   ", good[1]):
+            sock.sendall(post(body))
+            answers.append(reader.answer())
+    assert [a[0] for a in answers] == [400, 200, 400, 200]
+    assert [orjson.loads(a[2])["error"]["reason"] for a in (answers[0], answers[2])] == ["invalid_json", "empty_body"]
+    for event, answer in zip(good, (answers[1], answers[3])):
+        ack = orjson.loads(answer[2])
+        assert answer[1]["content-type"] == "application/json"
+        assert stored(kafka, ack["partition"], ack["offset"]) == event
+
+
+def test_a_client_leaving_before_its_answer_leaves_the_edge_serving(edge: EdgeConfig) -> None:
+    for n in range(20):  # whole requests, gone before Kafka's ack comes back
+        sock, _ = connect(edge)
+        sock.sendall(post(orjson.dumps({"event": "gone", "n": n})))
+        sock.close()
+    sock, reader = connect(edge)
+    with sock:
+        for n in range(2):
+            sock.sendall(post(orjson.dumps({"event": "after", "n": n})))
+            assert reader.answer()[0] == 200
