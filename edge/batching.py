@@ -4,7 +4,8 @@
 ``submit(records)`` (synchronous, no await) picks each record's partition (murmur2 of the key, as
 Kafka's default partitioner, computed in C by ``murmurhash2`` and cached per key), appends it to the
 open ``BatchBuilder`` of that partition and returns a ``Delivery`` whose future resolves to one
-``Ack`` or ``EdgeError`` per record. At the end of the event-loop iteration a feeder task per
+``Ack`` or ``EdgeError`` per record (or, given a callback, which is called with them from the
+ack's own callback: the immediate ``/post`` answers that way). At the end of the event-loop iteration a feeder task per
 partition hands the open batch to ``producer.send_batch()``; while aiokafka still holds an undrained
 batch of that partition (one produce request in flight per broker), the open batch keeps taking
 records, so each produce request carries everything that arrived during the previous one.
@@ -24,7 +25,7 @@ import collections
 import logging
 import time
 from functools import partial
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from aiokafka import AIOKafkaProducer
 from murmurhash2 import murmurhash2
@@ -54,14 +55,17 @@ class Ack(NamedTuple):
 
 
 class Delivery:
-    """The outcome of one ``submit``: ``future`` resolves to a list of ``Ack | EdgeError``."""
+    """The outcome of one ``submit``: one ``Ack | EdgeError`` per record, handed to ``callback``
+    when it was given, else set on ``future``."""
 
-    __slots__ = ("results", "remaining", "future", "deadline")
+    __slots__ = ("results", "remaining", "future", "callback", "deadline")
 
-    def __init__(self, count: int, future: asyncio.Future[list[Any]], deadline: float) -> None:
+    def __init__(self, count: int, future: asyncio.Future[list[Any]] | None,
+                 callback: Callable[[list[Any]], None] | None, deadline: float) -> None:
         self.results: list[Any] = [None] * count
         self.remaining = count
         self.future = future
+        self.callback = callback
         self.deadline = deadline
 
 
@@ -129,9 +133,12 @@ class BatchingProducer:
         return part
 
     # -- submitting ------------------------------------------------------------------------------
-    def submit(self, records: Sequence[Record]) -> Delivery:
-        """Append ``records`` to the open batches; the returned delivery resolves after the acks."""
-        delivery = Delivery(len(records), self._loop.create_future(), self._loop.time() + self.timeout)
+    def submit(self, records: Sequence[Record], callback: Callable[[list[Any]], None] | None = None) -> Delivery:
+        """Append ``records`` to the open batches; the returned delivery resolves after the acks:
+        its ``future``, or, when ``callback`` is given, a call of it with the results (from the
+        ack's own callback: no future and no further loop step)."""
+        future = self._loop.create_future() if callback is None else None
+        delivery = Delivery(len(records), future, callback, self._loop.time() + self.timeout)
         self._deliveries.append(delivery)
         self.pending += len(records)
         queued = self._queued
@@ -221,8 +228,15 @@ class BatchingProducer:
         if delivery.remaining >= 0:
             self.pending -= len(delivery.results)
             delivery.remaining = -1
-        if not delivery.future.done():
-            delivery.future.set_result(delivery.results)
+        callback, delivery.callback = delivery.callback, None
+        if callback is not None:
+            try:
+                callback(delivery.results)
+            except Exception:  # the other records of the batch must still be resolved
+                log.exception("delivery callback failed")
+        future = delivery.future
+        if future is not None and not future.done():
+            future.set_result(delivery.results)
 
     async def _sweep(self) -> None:
         """Time out deliveries past their deadline (deadlines grow in submit order)."""
@@ -247,7 +261,12 @@ class BatchingProducer:
         self._flush()
         if self._feeders:
             await asyncio.wait(list(self._feeders.values()), timeout=timeout)
-        waiting = [d.future for d in self._deliveries if not d.future.done()]
+        waiting = []
+        for delivery in self._deliveries:
+            if delivery.remaining >= 0:
+                if delivery.future is None:  # a callback's delivery: close waits on a future too
+                    delivery.future = self._loop.create_future()
+                waiting.append(delivery.future)
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)
         self._sweeper.cancel()

@@ -6,7 +6,6 @@ NDJSON batch, one result per event) and ``GET /v1/pixel.gif`` (image beacon).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import functools
@@ -244,7 +243,8 @@ class PostEvent(EventEndpoint):
             raw = bytes(cycle.body)
             if not raw.strip():
                 raise EdgeError(errors.EMPTY_BODY, "the body is empty")
-            delivery = self.ctx.sink.submit_one(*self._single_record(peer, headers, raw))
+            self.ctx.sink.submit_one(*self._single_record(peer, headers, raw),
+                                     functools.partial(self._acked, cycle, start))
         except EdgeError as exc:
             self._answer(cycle, start, *self._rejected(exc))
             return
@@ -252,11 +252,9 @@ class PostEvent(EventEndpoint):
             log.exception("unexpected error", extra={"route": self.route})
             self._answer(cycle, start, 500, errors.error_body("internal_error", "unexpected error"), JSON, ())
             return
-        delivery.add_done_callback(functools.partial(self._acked, cycle, start))
 
-    def _acked(self, cycle: Any, start: float, delivery: asyncio.Future[list[Ack | EdgeError]]) -> None:
-        result = delivery.result()[0] if not delivery.cancelled() else \
-            EdgeError(errors.KAFKA_UNAVAILABLE, "the Kafka producer was closed before the ack")
+    def _acked(self, cycle: Any, start: float, results: list[Ack | EdgeError]) -> None:
+        result = results[0]
         if type(result) is Ack:
             self._accepted.inc()
             self._answer(cycle, start, 200, _ok_body(result), JSON, ())

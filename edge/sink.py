@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -232,17 +232,17 @@ class KafkaSink:
 
     async def send_one(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Ack:
         """Produce one record and wait for its ack; ``EdgeError`` (503) on timeout or failure."""
-        (result,) = await self.submit_one(key, value, headers)
+        (result,) = await self._admit(1).submit(((key, value, headers),)).future
         if type(result) is not Ack:
             raise result
         return result
 
-    def submit_one(self, key: bytes | None, value: bytes,
-                   headers: list[tuple[str, bytes]]) -> asyncio.Future[list[Ack | EdgeError]]:
-        """Produce one record without waiting: the future resolves to ``[Ack]`` or ``[EdgeError]``
-        (within the produce timeout); ``EdgeError`` (503) at once when Kafka is down or the worker
-        is overloaded."""
-        return self._admit(1).submit(((key, value, headers),)).future
+    def submit_one(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]],
+                   callback: Callable[[list[Ack | EdgeError]], None]) -> None:
+        """Produce one record without waiting: ``callback`` gets ``[Ack]`` or ``[EdgeError]``
+        (within the produce timeout), called from the ack's own callback; ``EdgeError`` (503) at
+        once when Kafka is down or the worker is overloaded."""
+        self._admit(1).submit(((key, value, headers),), callback)
 
     async def send_many(self, records: Sequence[Record]) -> list[Ack | EdgeError]:
         """Produce all records and wait for their acks within the produce timeout.

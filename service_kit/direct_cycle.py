@@ -237,7 +237,7 @@ class ImmediateCycle:
             return
         self.response_complete = True
         self.message_event = _IGNORED  # ends the self-reference: the cycle is freed at once, not by the GC
-        if not self.disconnected:
+        if not self.disconnected and not self.transport.is_closing():
             close = b"" if self.keep_alive else _CLOSE
             self.write(b"%s%scontent-length: %d\r\n%s\r\n%s" % (STATUS_LINE[status], headers, len(body), close, body))
             if not self.keep_alive:

@@ -32,8 +32,10 @@ together; a head with nothing after it is sent at the end of the loop iteration,
 connection closes.
 
 uvicorn internals used (pinned by ``tests/test_library_internals.py``): ``HttpToolsProtocol``'s
-parser callbacks, ``connections``, ``cycle``, ``app``, ``transport``, ``loop`` and
-``timeout_keep_alive_handler``.
+parser callbacks, ``connections``, ``cycle``, ``app``, ``transport``, ``loop``, ``pipeline``,
+``timeout_keep_alive_handler``, ``timeout_keep_alive_task``, ``on_response_complete`` (replaced:
+the keep-alive timer is lazy, see below) and ``_unset_keepalive_if_required`` (which uvicorn calls
+at every read).
 """
 
 from __future__ import annotations
@@ -228,6 +230,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._over_limit = False
         self._counted = False
+        self._idle_since: float | None = None  # when the last answer left an idle keep-alive connection
         #: the app's ``direct_endpoint(method, path, headers)`` (``service_kit.direct_cycle``), if any
         self._direct = getattr(self.app, "direct_endpoint", None)
 
@@ -245,6 +248,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         self._phase = _IDLE
         if self._counted:
             self._counted = False
@@ -331,6 +337,44 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             _metrics()[0].labels("keepalive_timeout").inc()
         super().timeout_keep_alive_handler()
+
+    # -- keep-alive: one lazy timer per connection, not one per request ------------------------------
+    # uvicorn cancels its keep-alive timer at every read and makes a new one after every answer
+    # (a TimerHandle and two heap operations per request). Here an answer only notes when the
+    # connection became idle; the timer, made once, checks that time when it fires and sleeps on
+    # for what is left, or closes the connection. It fires at most once per keep-alive timeout.
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _unset_keepalive_if_required(self) -> None:
+        """uvicorn calls this at every read (and at the connection's loss): no longer idle."""
+        self._idle_since = None
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.transport.is_closing():
+            return
+        if self._phase != _IDLE or (self.cycle is not None and not self.cycle.response_complete):
+            return  # a request is under way (its own timers run): its answer sets this timer again
+        since = self._idle_since
+        if since is None:  # bytes came that began no request (blank lines): idle from now on
+            since = self._idle_since = self.loop.time()
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0.001:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     # -- timers ------------------------------------------------------------------------------------
 

@@ -170,3 +170,23 @@ def test_a_header_dripped_a_byte_at_a_time_is_cut_off_at_the_total(edge) -> None
         cut = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout" in answer, answer
     assert TIMEOUT * 0.9 <= cut <= TIMEOUT + 3, cut
+
+
+def test_a_connection_busy_past_the_keepalive_timeout_stays_open_then_closes_when_idle(edge) -> None:
+    """The keep-alive timer runs from the last answer, whenever the connection was opened: requests
+    that keep coming across the timeout (3 s here) keep it open."""
+    cfg, _ = edge
+    body = b'{"event":"busy"}'
+    request = b"POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", cfg.port), timeout=30) as sock:
+        opened = time.monotonic()
+        while time.monotonic() - opened < 5.0:  # one request a second for 5 s
+            sock.sendall(request)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(1.0)  # not a wait: the client's pacing
+        sock.sendall(request)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        idle_since = time.monotonic()
+        assert sock.recv(65536) == b""   # blocks until the server closes the idle connection
+        idle = time.monotonic() - idle_since
+    assert 2.5 <= idle <= 10, idle

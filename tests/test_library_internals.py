@@ -166,11 +166,19 @@ def test_uvicorn_httptools_protocol_hooks_the_guard_relies_on() -> None:
     assert "self.app = config.loaded_app" in init and "self.connections = server_state.connections" in init
     headers = inspect.getsource(HttpToolsProtocol.on_headers_complete)
     assert "app = self.app" in headers and "self.cycle = RequestResponseCycle(" in headers
-    assert "self.timeout_keep_alive" in inspect.getsource(HttpToolsProtocol.on_response_complete)
+    # the guard replaces on_response_complete (a lazy keep-alive timer): what uvicorn's does besides
+    # the timer must be what the guard's does, and every read must still reach the idle hook
+    done = inspect.getsource(HttpToolsProtocol.on_response_complete)
+    for step in ("self.server_state.total_requests += 1", "if self.transport.is_closing():",
+                 "self.flow.resume_reading()", "cycle, app = self.pipeline.pop()",
+                 "self._start_asgi_task(cycle, app)", "self.timeout_keep_alive_task = self.loop.call_later("):
+        assert step in done, step
+    assert done.count("self.") == 11, done  # nothing more than the steps above (and the unset)
+    assert "self._unset_keepalive_if_required()" in inspect.getsource(HttpToolsProtocol.data_received)
 
 
 def test_the_direct_cycle_has_every_cycle_attribute_uvicorns_protocol_uses() -> None:
-    """``service_kit.direct_cycle.DirectCycle`` stands in for uvicorn's ``RequestResponseCycle``
+    """``service_kit.direct_cycle.DirectCycle`` (and ``ImmediateCycle``) stands in for uvicorn's ``RequestResponseCycle``
     under the same protocol: every ``cycle.<name>`` the protocol's code touches must exist on it
     (behaviour: tests/test_edge_http.py drives pipelining, 100-continue, split bodies, closes)."""
     import re
@@ -178,7 +186,7 @@ def test_the_direct_cycle_has_every_cycle_attribute_uvicorns_protocol_uses() -> 
 
     from uvicorn.protocols.http import httptools_impl
 
-    from service_kit.direct_cycle import DirectCycle
+    from service_kit.direct_cycle import DirectCycle, ImmediateCycle
 
     # The module's text, not inspect.getsource(the class): for a class that parses the module with
     # ast, and CPython 3.11.7's ast.parse can fail with "SystemError: AST constructor recursion
@@ -188,6 +196,9 @@ def test_the_direct_cycle_has_every_cycle_attribute_uvicorns_protocol_uses() -> 
     assert {"body", "more_body", "message_event", "response_complete", "run_asgi"} <= used, used
     provided = set(DirectCycle.__slots__) | {n for n in dir(DirectCycle) if not n.startswith("__")}
     assert used <= provided, used - provided
+    # the immediate cycle is never queued behind another request, so never started as a task
+    immediate = set(ImmediateCycle.__slots__) | {n for n in dir(ImmediateCycle) if not n.startswith("__")}
+    assert used - {"run_asgi"} <= immediate, used - {"run_asgi"} - immediate
     assert "self._start_asgi_task(cycle, app)" in source and "cycle.run_asgi(app)" in source
     assert httptools_impl.STATUS_LINE[200] == b"HTTP/1.1 200 OK\r\n"
 
