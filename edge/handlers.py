@@ -247,11 +247,9 @@ class PostEvent(EventEndpoint):
                                      functools.partial(self._acked, cycle, start))
         except EdgeError as exc:
             self._answer(cycle, start, *self._rejected(exc))
-            return
         except Exception:
             log.exception("unexpected error", extra={"route": self.route})
             self._answer(cycle, start, 500, errors.error_body("internal_error", "unexpected error"), JSON, ())
-            return
 
     def _acked(self, cycle: Any, start: float, results: list[Ack | EdgeError]) -> None:
         result = results[0]
@@ -263,9 +261,7 @@ class PostEvent(EventEndpoint):
 
     def _answer(self, cycle: Any, start: float, status: int, body: bytes, ctype: bytes,
                 extra: tuple[tuple[bytes, bytes], ...]) -> None:
-        metrics.LIVE.in_flight -= 1
-        if status == 503 and not extra:
-            extra = ((b"retry-after", self.ctx.retry_after),)
+        metrics.LIVE.in_flight -= 1  # (a 503 here is a rejection: ``_rejected`` gave it Retry-After)
         head = b"content-type: %s\r\ncache-control: no-store\r\n" % ctype
         if extra:
             head += b"".join(b"%s: %s\r\n" % pair for pair in extra)

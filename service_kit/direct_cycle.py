@@ -56,31 +56,40 @@ class _Signal:
         return waiter
 
 
-class DirectCycle:
-    """One request on a direct route (see the module docstring)."""
+class _Cycle:
+    """What uvicorn's protocol reads and sets on any cycle, shared by the two kinds below."""
 
-    __slots__ = ("scope", "transport", "write", "flow", "loop", "on_response", "message_event",
-                 "disconnected", "keep_alive", "waiting_for_100_continue", "body", "more_body",
-                 "response_started", "response_complete", "_head", "_delivered")
+    __slots__ = ("scope", "transport", "write", "on_response", "message_event", "disconnected",
+                 "keep_alive", "body", "more_body", "response_started", "response_complete")
 
     def __init__(self, scope: dict[str, Any], transport: asyncio.Transport, write: Callable[[bytes], None],
-                 flow: Any, loop: asyncio.AbstractEventLoop, keep_alive: bool, expect_100_continue: bool,
-                 on_response: Callable[[], None]) -> None:
+                 keep_alive: bool, on_response: Callable[[], None]) -> None:
         self.scope = scope
         self.transport = transport
         #: writes a whole response at once (past any write coalescing of the transport)
         self.write = write
-        self.flow = flow
-        self.loop = loop
         self.on_response = on_response
-        self.message_event = _Signal()
         self.disconnected = False
         self.keep_alive = keep_alive
-        self.waiting_for_100_continue = expect_100_continue
         self.body = bytearray()
         self.more_body = True
         self.response_started = False
         self.response_complete = False
+
+
+class DirectCycle(_Cycle):
+    """One request on a direct route (see the module docstring)."""
+
+    __slots__ = ("flow", "loop", "waiting_for_100_continue", "_head", "_delivered")
+
+    def __init__(self, scope: dict[str, Any], transport: asyncio.Transport, write: Callable[[bytes], None],
+                 flow: Any, loop: asyncio.AbstractEventLoop, keep_alive: bool, expect_100_continue: bool,
+                 on_response: Callable[[], None]) -> None:
+        super().__init__(scope, transport, write, keep_alive, on_response)
+        self.flow = flow
+        self.loop = loop
+        self.message_event = _Signal()
+        self.waiting_for_100_continue = expect_100_continue
         self._head: bytes | None = None
         self._delivered = False  # the last body message (more_body False) was handed out
 
@@ -180,7 +189,7 @@ class _Ignored:
 _IGNORED = _Ignored()
 
 
-class ImmediateCycle:
+class ImmediateCycle(_Cycle):
     """One request on a direct route whose endpoint answers from callbacks, with no ASGI task.
 
     For a request whose whole body will be small and plain (the endpoint says so with
@@ -196,24 +205,13 @@ class ImmediateCycle:
     of the request, no ``Expect: 100-continue`` is pending and writing is not paused.
     """
 
-    __slots__ = ("scope", "transport", "write", "endpoint", "on_response", "message_event",
-                 "disconnected", "keep_alive", "body", "more_body", "response_started",
-                 "response_complete")
+    __slots__ = ("endpoint",)
 
     def __init__(self, scope: dict[str, Any], transport: asyncio.Transport, write: Callable[[bytes], None],
                  endpoint: Any, keep_alive: bool, on_response: Callable[[], None]) -> None:
-        self.scope = scope
-        self.transport = transport
-        self.write = write
+        super().__init__(scope, transport, write, keep_alive, on_response)
         self.endpoint = endpoint
-        self.on_response = on_response
         self.message_event = self  # the protocol calls ``message_event.set()``: see :meth:`set`
-        self.disconnected = False
-        self.keep_alive = keep_alive
-        self.body = bytearray()
-        self.more_body = True
-        self.response_started = False
-        self.response_complete = False
 
     def set(self) -> None:
         """The protocol's signal after a body piece, at the message's end and at a disconnect:
@@ -231,8 +229,9 @@ class ImmediateCycle:
             self.respond(500, b"content-type: text/plain; charset=utf-8\r\n", b"Internal Server Error")
 
     def respond(self, status: int, headers: bytes, body: bytes) -> None:
-        """Write the whole answer: ``status``, header lines (each ending in CRLF, without content-length and connection) and ``body``. Nothing is
-        written once the client has gone; a second call is ignored."""
+        """Write the whole answer: ``status``, header lines (each ending in CRLF, without
+        content-length and connection) and ``body``. Nothing is written once the client has gone;
+        a second call is ignored."""
         if self.response_complete:
             return
         self.response_complete = True
