@@ -1,0 +1,3 @@
+module tlshs
+
+go 1.20
