@@ -23,17 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from bench import gobuild
 from bench.peers import make_tls
 from bench.procfs import cpu_seconds, tree_pids
+from harness.ports import free_port, port_open
+from service_kit.wait import wait_until
 
 _SERVE = """
 import asyncio, ssl, sys, uvloop
@@ -54,30 +56,18 @@ async def app(scope, receive, send):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def measure(name: str, argv: list[str], port: int, seconds: int, env: dict[str, str] | None = None) -> dict[str, object]:
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+def measure(name: str, argv: Callable[[int], list[str]], seconds: int,
+            env: dict[str, str] | None = None) -> dict[str, object]:
+    """Start ``argv(port)`` on a free port, time ``s_time`` against it, stop it."""
+    port = free_port()
+    proc = subprocess.Popen(argv(port), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        if not _listening(port):
+        try:
+            wait_until(lambda: port_open("127.0.0.1", port), 20, what=f"{name} listening")
+        except TimeoutError:
             return {"error": "did not listen"}
-        time.sleep(1.0)  # the connection made by _listening and the server's own start settle
+        time.sleep(1.0)  # not a condition: a server's worker processes (granian) start after it listens
         pids = tree_pids(proc.pid)
         before = cpu_seconds(pids)
         out = subprocess.run(["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-tls1_3",
@@ -105,20 +95,18 @@ def main() -> int:
     tls = make_tls(work)
     cert, key = str(tls.cert), str(tls.key)
     results: dict[str, object] = {"openssl": ssl.OPENSSL_VERSION}
-    port = _free_port()
-    results["openssl-s_server"] = measure("openssl s_server", [
+    results["openssl-s_server"] = measure("openssl s_server", lambda port: [
         "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", cert, "-key", key, "-tls1_3",
-        "-quiet", "-naccept", "1000000000"], port, args.seconds)
-    port = _free_port()
-    results["python-uvloop"] = measure("python-uvloop", [sys.executable, "-c", _SERVE, str(port), cert, key],
-                                       port, args.seconds)
+        "-quiet", "-naccept", "1000000000"], args.seconds)
+    results["python-uvloop"] = measure("python-uvloop", lambda port: [
+        sys.executable, "-c", _SERVE, str(port), cert, key], args.seconds)
     try:
         tlshs = gobuild.build(Path(__file__).with_name("tlshs"))
     except gobuild.GoMissing as exc:
         results["go-crypto-tls"] = {"error": str(exc)}
     else:
-        port = _free_port()
-        results["go-crypto-tls"] = measure("go-crypto-tls", [str(tlshs), str(port), cert, key], port, args.seconds)
+        results["go-crypto-tls"] = measure("go-crypto-tls", lambda port: [str(tlshs), str(port), cert, key],
+                                           args.seconds)
     env = dict(os.environ)
     if args.granian_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.granian_path, env.get("PYTHONPATH", "")]))
@@ -127,11 +115,10 @@ def main() -> int:
     if probe.returncode == 0:
         (work / "granian_app.py").write_text(_GRANIAN_APP)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(work), env.get("PYTHONPATH", "")]))
-        port = _free_port()
-        results["granian"] = {"version": probe.stdout.strip(), **measure("granian (rustls)", [
+        results["granian"] = {"version": probe.stdout.strip(), **measure("granian (rustls)", lambda port: [
             sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--runtime-threads", "1", "--ssl-certificate", cert, "--ssl-keyfile", key,
-            "granian_app:app"], port, args.seconds, env)}
+            "granian_app:app"], args.seconds, env)}
     else:
         results["granian"] = {"error": "granian not importable (pip install --target DIR granian; --granian-path DIR)"}
         print("granian          not importable: skipped", flush=True)
