@@ -70,7 +70,7 @@ def build_parser() -> EnvArgumentParser:
     p.add_argument("--transaction-interval-ms", type=int, default=0, env="GEO_MIRROR_TRANSACTION_INTERVAL_MS",
                    help="shortest time between two rounds of a region (0: a round starts as soon as the "
                         "last one committed and records are there); what arrives meanwhile joins the next round")
-    p.add_argument("--max-transactions-per-second", type=float, default=50.0,
+    p.add_argument("--max-transactions-per-second", type=float, default=100.0,
                    env="GEO_MIRROR_MAX_TRANSACTIONS_PER_SECOND",
                    help="central transactions per second all regions of this worker may start together (one "
                         "per slot a round touched; each costs the central brokers several log writes whatever "

@@ -32,7 +32,7 @@ class MirrorConfig:
     transaction_interval_ms: int = 0
     #: central transactions per second this worker's rounds may start together (``mirror.budget``;
     #: 0: no bound)
-    max_transactions_per_s: float = 50.0
+    max_transactions_per_s: float = 100.0
     max_batch_records: int = 50000
     transaction_timeout_ms: int = 30000
     session_timeout_ms: int = 10000
