@@ -14,11 +14,8 @@ from mirror.budget import TransactionBudget
 from mirror.metrics import MirrorMetrics
 from mirror.positions import Positions
 from mirror.topics import CentralTopics
-from service_kit.aiokafka_internals import set_concurrent_transactions_backoff, wait_for_producer_id
+from service_kit.aiokafka_internals import wait_for_producer_id
 from service_kit.bounded import settle
-
-#: how soon a transaction's refused first AddPartitionsToTxn is retried (see start_producer)
-CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.005
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +60,6 @@ class Central:
         """A started producer; a transactional one has its id initialised, which fences (and
         aborts the open transaction of) any earlier producer with the same id."""
         cfg = self.config
-        if transactional_id is not None:
-            # A round often begins while the central coordinator still writes the markers of the
-            # slot's previous transaction: its first AddPartitionsToTxn is refused with
-            # CONCURRENT_TRANSACTIONS and retried. The markers take a few milliseconds; waiting
-            # aiokafka's 20 ms was the commit's tail, and at back-to-back rounds it cascaded
-            # (docs/mirror.md, "Where a commit's time goes").
-            set_concurrent_transactions_backoff(CONCURRENT_TRANSACTIONS_BACKOFF_S)
         producer = AIOKafkaProducer(
             bootstrap_servers=cfg.central_bootstrap,
             client_id=f"{cfg.client_id}-{transactional_id or 'alo'}",

@@ -16,10 +16,6 @@ real broker and fails loudly when an upgrade changes what is relied on here:
   read of a position whose transaction has committed but whose markers the broker is still writing
   answers the *previous* position (or "never committed"); with it the broker answers
   UNSTABLE_OFFSET_COMMIT for that partition and the read is retried.
-- ``aiokafka.producer.sender.BACKOFF_OVERRIDE``: how long a transactional producer waits before
-  it asks again to add the first partition of a transaction that the coordinator refused with
-  CONCURRENT_TRANSACTIONS (the previous transaction's markers are still being written); 20 ms,
-  as in the Java client, and no setting for it.
 """
 
 from __future__ import annotations
@@ -38,14 +34,6 @@ async def wait_for_producer_id(producer: AIOKafkaProducer) -> None:
     answered: any earlier producer with the same transactional id is fenced, its open transaction
     aborted, a committing one completed)."""
     await producer._txn_manager.wait_for_pid()  # noqa: SLF001
-
-
-def set_concurrent_transactions_backoff(seconds: float) -> None:
-    """Retry a transaction's first AddPartitionsToTxn ``seconds`` after a CONCURRENT_TRANSACTIONS
-    refusal (aiokafka: 20 ms). Process-wide: aiokafka keeps it in a module constant."""
-    from aiokafka.producer import sender
-
-    sender.BACKOFF_OVERRIDE = seconds
 
 
 def coordination_ended(consumer: AIOKafkaConsumer) -> str | None:

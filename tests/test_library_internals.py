@@ -71,33 +71,6 @@ async def test_coordination_ended_sees_the_group_task(kafka: KafkaCluster, uniqu
     assert aiokafka_internals.coordination_ended(consumer) is not None  # stop ends the task
 
 
-def test_the_concurrent_transactions_backoff_is_what_a_refused_first_add_partitions_waits() -> None:
-    """aiokafka answers CONCURRENT_TRANSACTIONS on a transaction's first AddPartitionsToTxn with
-    the module constant the setter changes (a later partition of the same transaction waits the
-    producer's own retry backoff)."""
-    from types import SimpleNamespace
-
-    from aiokafka.errors import ConcurrentTransactions
-    from aiokafka.producer import sender
-
-    before = sender.BACKOFF_OVERRIDE
-    refused = SimpleNamespace(errors=[("t", [(0, ConcurrentTransactions.errno)])])
-
-    def answer(partitions_in_transaction: set) -> float | None:
-        stub = SimpleNamespace(_retry_backoff=0.1,
-                               _txn_manager=SimpleNamespace(txn_partitions=partitions_in_transaction))
-        return sender.AddPartitionsToTxnHandler(stub, [aiokafka.TopicPartition("t", 0)]).handle_response(refused)
-
-    try:
-        assert answer(set()) == before
-        for seconds in (0.005, 0.007):
-            aiokafka_internals.set_concurrent_transactions_backoff(seconds)
-            assert answer(set()) == seconds
-        assert answer({aiokafka.TopicPartition("t", 1)}) == 0.1
-    finally:
-        aiokafka_internals.set_concurrent_transactions_backoff(before)
-
-
 async def test_known_partitions_and_refresh_metadata(kafka: KafkaCluster, unique_topic: str) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
     await producer.start()
