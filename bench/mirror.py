@@ -41,6 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from harness.kafka import KAFKA_SCRIPT_JVM_OPTS, KafkaCluster, java_command
 from bench.procfs import cpu_seconds, tree_pids
+from bench.topic_offsets import reader_at_end
 from harness.tcp_proxy import TcpProxyGroup
 from harness.wan import Link
 from service_kit.link_shape import LinkShape
@@ -280,15 +281,8 @@ async def measure_latency(mirror: Mirror, rate: int, seconds: int, workdir: Path
     baseline). Percentiles of the records written after the warm-up, and the p99 of all."""
     total = int(rate * (seconds + warmup))
     target = mirror.topic if direct else mirror.target
-    consumer = AIOKafkaConsumer(bootstrap_servers=(mirror.source if direct else mirror.central).bootstrap,
-                                isolation_level="read_committed", auto_offset_reset="latest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    tps = [TopicPartition(target, p) for p in range(PARTITIONS)]
-    consumer.assign(tps)
-    await consumer.seek_to_end(*tps)
-    for tp in tps:
-        await consumer.position(tp)
+    consumer = await reader_at_end((mirror.source if direct else mirror.central).bootstrap, target,
+                                   PARTITIONS)
     latencies: list[float] = []
     written: list[int] = []   # source timestamps, in the order of ``latencies``
     producer = spawn(producer_perf(mirror.source.bootstrap, mirror.topic, total, 100, rate),

@@ -14,6 +14,20 @@ from aiokafka.errors import TopicAlreadyExistsError
 from service_kit.wait import wait_until
 
 
+async def reader_at_end(bootstrap: str, topic: str, partitions: int) -> AIOKafkaConsumer:
+    """A started ``read_committed`` consumer of ``topic``'s partitions, positioned at their ends:
+    it sees only what is committed from now on (a latency measurement's reader)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                auto_offset_reset="latest", enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)
+    return consumer
+
+
 async def _create(bootstrap: str, topic: str, partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()

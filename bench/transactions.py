@@ -26,9 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.topic_offsets import reader_at_end
 from harness.kafka import KafkaCluster
 
 PARTITIONS = 6
@@ -62,16 +63,9 @@ async def measure(bootstrap: str, topic: str, way: str, transactions: int, rate:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"bench-{way}",
                                 enable_idempotence=True, compression_type="lz4", linger_ms=0,
                                 retry_backoff_ms=10)   # geo-mirror's producer settings
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False)
     await producer.start()
     await producer.partitions_for(topic)
-    await consumer.start()
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(tps)
-    await consumer.seek_to_end(*tps)
-    for tp in tps:
-        await consumer.position(tp)
+    consumer = await reader_at_end(bootstrap, topic, PARTITIONS)
     seen: dict[bytes, float] = {}
 
     async def read() -> None:
