@@ -37,11 +37,11 @@ from subprocess import Popen
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from harness.kafka import KAFKA_SCRIPT_JVM_OPTS, KafkaCluster, java_command
 from bench.procfs import cpu_seconds, tree_pids
-from bench.topic_offsets import reader_at_end
+from bench.stats import nearest_rank
+from bench.topic_offsets import ensure_topic, reader_at_end
 from harness.tcp_proxy import TcpProxyGroup
 from harness.wan import Link
 from service_kit.link_shape import LinkShape
@@ -71,15 +71,6 @@ def producer_perf(bootstrap: str, topic: str, records: int, size: int, rate: int
                         "--throughput", str(rate), "--producer-props",
                         f"bootstrap.servers={bootstrap}", "acks=1", "linger.ms=5",
                         "batch.size=262144", "compression.type=lz4", heap="256m")
-
-
-async def create_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
 
 
 async def end_offsets_sum(consumer: AIOKafkaConsumer, topic: str) -> int:
@@ -283,33 +274,31 @@ async def measure_latency(mirror: Mirror, rate: int, seconds: int, workdir: Path
     target = mirror.topic if direct else mirror.target
     consumer = await reader_at_end((mirror.source if direct else mirror.central).bootstrap, target,
                                    PARTITIONS)
-    latencies: list[float] = []
-    written: list[int] = []   # source timestamps, in the order of ``latencies``
+    received: list[tuple[int, float]] = []   # (source timestamp, latency ms) of every record
     producer = spawn(producer_perf(mirror.source.bootstrap, mirror.topic, total, 100, rate),
                      workdir / "latency-producer.log")
     try:
         deadline = time.monotonic() + seconds + 60
-        while len(latencies) < total and time.monotonic() < deadline:
+        while len(received) < total and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200, max_records=10000)
             now_ms = time.time() * 1000
             for recs in batches.values():
-                latencies.extend(now_ms - r.timestamp for r in recs)
-                written.extend(r.timestamp for r in recs)
+                received.extend((r.timestamp, now_ms - r.timestamp) for r in recs)
     finally:
         terminate(producer, 10)
         await consumer.stop()
-    if not latencies:
+    if not received:
         return {"error": "no records"}
-    steady_from = min(written) + warmup * 1000
-    steady = sorted(latency for latency, ts in zip(latencies, written) if ts >= steady_from)
-    every = sorted(latencies)
+    steady_from = min(ts for ts, _ in received) + warmup * 1000
+    steady = sorted(latency for ts, latency in received if ts >= steady_from)
+    every = sorted(latency for _, latency in received)
     if not steady:
         return {"error": "no records after the warm-up"}
 
     def pick(values: list[float], q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))], 1)
+        return round(nearest_rank(values, q), 1)
 
-    return {"rate": rate, "received": len(latencies), "warmup_s": warmup, "measured": len(steady),
+    return {"rate": rate, "received": len(received), "warmup_s": warmup, "measured": len(steady),
             "p50_ms": pick(steady, 0.50), "p99_ms": pick(steady, 0.99), "max_ms": round(steady[-1], 1),
             "p99_ms_with_warmup": pick(every, 0.99), "max_ms_with_warmup": round(every[-1], 1)}
 
@@ -342,7 +331,7 @@ async def run(args: argparse.Namespace) -> dict:
                      "wan": None if shape is None else {"region": args.wan, **dataclasses.asdict(shape)}}
     try:
         sizes = {100: args.records_100, 1024: args.records_1k}
-        await create_topic(source.bootstrap, "baseline")
+        await ensure_topic(source.bootstrap, "baseline", PARTITIONS)
         results["baseline_latency_at_10k_no_mirror"] = await measure_latency(
             Mirror("none", source, central, "baseline", workdir), args.rate, args.seconds,
             workdir, direct=True, warmup=args.warmup_seconds)
@@ -350,7 +339,7 @@ async def run(args: argparse.Namespace) -> dict:
         for kind in kinds:
             for size, records in sizes.items():
                 topic = f"b{size}-{kind}"
-                await create_topic(source.bootstrap, topic)
+                await ensure_topic(source.bootstrap, topic, PARTITIONS)
                 subprocess.run(producer_perf(source.bootstrap, topic, records, size), check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for kind in kinds:

@@ -28,7 +28,8 @@ async def reader_at_end(bootstrap: str, topic: str, partitions: int) -> AIOKafka
     return consumer
 
 
-async def _create(bootstrap: str, topic: str, partitions: int) -> None:
+async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create ``topic`` (replication 1) unless it exists, from a running event loop."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
@@ -65,7 +66,7 @@ async def _count(bootstrap: str, topic: str) -> int:
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """Create ``topic`` (replication 1) unless it exists."""
-    asyncio.run(_create(bootstrap, topic, partitions))
+    asyncio.run(ensure_topic(bootstrap, topic, partitions))
 
 
 def record_count(bootstrap: str, topic: str) -> int:

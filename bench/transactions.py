@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.topic_offsets import reader_at_end
+from bench.stats import nearest_rank
+from bench.topic_offsets import ensure_topic, reader_at_end
 from harness.kafka import KafkaCluster
+from service_kit.wait import wait_until_async
 
 PARTITIONS = 6
 WAYS = {"offsets-during-acks": True, "offsets-after-acks": False}
@@ -52,7 +53,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     ordered = sorted(seconds)
 
     def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+        return round(nearest_rank(ordered, q) * 1000, 1)
 
     return {"p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "max_ms": pick(1.0)}
 
@@ -104,9 +105,11 @@ async def measure(bootstrap: str, topic: str, way: str, transactions: int, rate:
             began[key] = start
             took.append(time.perf_counter() - start)
             await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - start)))
-        deadline = time.monotonic() + 10
-        while len(seen) < len(began) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        try:
+            await wait_until_async(lambda: len(seen) >= len(began), 10, interval=0.05,
+                                   what="every transaction seen")
+        except TimeoutError:
+            pass   # the ones not seen are counted out (``seen``)
     finally:
         reader.cancel()
         aiokafka_log.removeHandler(retries)
@@ -125,12 +128,7 @@ async def run(args: argparse.Namespace) -> dict:
     await asyncio.to_thread(cluster.wait_ready)
     results: dict = {"rate": args.rate, "records_per_transaction": args.records}
     try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic("transactions", PARTITIONS, 1)])
-        finally:
-            await admin.close()
+        await ensure_topic(cluster.bootstrap, "transactions", PARTITIONS)
         for way in WAYS:
             results[way] = await measure(cluster.bootstrap, "transactions", way, args.transactions,
                                          args.rate, args.records)
